@@ -1,0 +1,249 @@
+//! The `odoo-cdc` command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use cdc::slot::{DEFAULT_PUBLICATION, DEFAULT_SLOT};
+use cdc::Lsn;
+use pipeline::slot_cmd::{self, TableChoice};
+use pipeline::tail::{self, TailOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "odoo-cdc",
+    version,
+    about = "Change data capture from Odoo's PostgreSQL to Shopify, the WMS and accounting"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct SourceArgs {
+    /// PostgreSQL URL of the Odoo database (postgres://user:pass@host:port/db?sslmode=require).
+    #[arg(long, env = "ODOO_CDC_SOURCE")]
+    source: String,
+    /// Replication slot.
+    #[arg(long, default_value = DEFAULT_SLOT)]
+    slot: String,
+    /// Publication.
+    #[arg(long, default_value = DEFAULT_PUBLICATION)]
+    publication: String,
+    /// Managed mode: never create or drop a slot or publication; fail clearly when missing.
+    #[arg(long, env = "ODOO_CDC_MANAGED")]
+    managed: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream decoded changes to stdout as JSON lines, one per row change, in commit order.
+    Tail {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Stop cleanly once this position is reached (like pg_recvlogical -E).
+        #[arg(long)]
+        endpos: Option<Lsn>,
+        /// Create the slot when it does not exist.
+        #[arg(long)]
+        create_slot: bool,
+        /// Never confirm a position to the server (the slot does not move).
+        #[arg(long)]
+        no_ack: bool,
+        /// pgoutput protocol version: 1 (the server spills large transactions) or 2 (streamed).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+        proto_version: u32,
+        /// Milliseconds between status updates to the server.
+        #[arg(long, default_value_t = 1000)]
+        status_interval_ms: u64,
+        /// Seconds between pg_logical_emit_message heartbeats (0: off).
+        #[arg(long, default_value_t = 30)]
+        heartbeat_secs: u64,
+        /// MiB of streamed (protocol 2) transactions held in memory before spilling to disk.
+        #[arg(long, default_value_t = 16)]
+        spool_memory_mib: usize,
+        /// Longest delay between reconnect attempts, in seconds.
+        #[arg(long, default_value_t = 30)]
+        max_backoff_secs: u64,
+    },
+    /// Inspect and manage the replication slot and the publication.
+    Slot {
+        #[command(subcommand)]
+        action: SlotAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SlotAction {
+    /// Slot, plugin, active pid, confirmed_flush_lsn, lag, wal_status, safe_wal_size, and the
+    /// REPLICA IDENTITY of each published table.
+    Status {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the publication (Odoo's tables) and the pgoutput slot; prints the SQL it runs.
+    Create {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Tables to publish (comma-separated); default: the Odoo tables that exist.
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+        /// Print the SQL without running it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Drop the slot and the publication; prints the SQL it runs.
+    Drop {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Leave the publication in place.
+        #[arg(long)]
+        keep_publication: bool,
+        /// Print the SQL without running it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn managed_refusal(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("managed mode: odoo-cdc does not {what}; ask the DBA (see `odoo-cdc slot create --dry-run`)")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Tail {
+            src,
+            endpos,
+            create_slot,
+            no_ack,
+            proto_version,
+            status_interval_ms,
+            heartbeat_secs,
+            spool_memory_mib,
+            max_backoff_secs,
+        } => {
+            if src.managed && create_slot {
+                return Err(managed_refusal("create slots"));
+            }
+            let opts = TailOptions {
+                source: src.source,
+                slot: src.slot,
+                publication: src.publication,
+                endpos,
+                create_slot,
+                no_ack,
+                proto_version,
+                status_interval: Duration::from_millis(status_interval_ms.max(10)),
+                heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
+                spool_memory: spool_memory_mib.max(1) * 1024 * 1024,
+                max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout);
+            let summary = tail::run(&opts, &mut out).await?;
+            tracing::info!(
+                lines = summary.lines,
+                transactions = summary.transactions,
+                last_commit_end = %summary.last_commit_end,
+                reconnects = summary.reconnects,
+                "tail finished"
+            );
+        }
+        Command::Slot { action } => match action {
+            SlotAction::Status { src, json } => {
+                let complete =
+                    slot_cmd::status(&src.source, &src.slot, &src.publication, json, &mut stdout)
+                        .await?;
+                if !complete {
+                    return Ok(ExitCode::from(3));
+                }
+            }
+            SlotAction::Create {
+                src,
+                tables,
+                dry_run,
+            } => {
+                if src.managed && !dry_run {
+                    return Err(managed_refusal("create slots or publications"));
+                }
+                let choice = if tables.is_empty() {
+                    TableChoice::Odoo
+                } else {
+                    TableChoice::List(tables)
+                };
+                slot_cmd::create(
+                    &src.source,
+                    &src.slot,
+                    &src.publication,
+                    choice,
+                    dry_run,
+                    &mut stdout,
+                )
+                .await?;
+            }
+            SlotAction::Drop {
+                src,
+                keep_publication,
+                dry_run,
+            } => {
+                if src.managed && !dry_run {
+                    return Err(managed_refusal("drop slots or publications"));
+                }
+                slot_cmd::drop(
+                    &src.source,
+                    &src.slot,
+                    &src.publication,
+                    keep_publication,
+                    dry_run,
+                    &mut stdout,
+                )
+                .await?;
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("odoo-cdc: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("odoo-cdc: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

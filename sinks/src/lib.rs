@@ -1,0 +1,1 @@
+//! Delivery to Shopify inventory, the WMS and accounting (see the pipeline issue).
