@@ -109,3 +109,105 @@ pub fn parse_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad json line {l:?}: {e}")))
         .collect()
 }
+
+/// A background insert load: `rows_per_txn` rows into `table (v int)` per transaction, in a
+/// loop until stopped; remembers the ids of every transaction that committed. Survives server
+/// restarts by reconnecting.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<i64>>>,
+}
+
+impl Load {
+    /// Starts the load against the cluster's Odoo database.
+    pub fn start(db: &Db, table: &str, rows_per_txn: usize) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let url = db.cluster.superuser_url(fixtures::pg::DEFAULT_DATABASE);
+        let sql = format!(
+            "INSERT INTO {table} (v) SELECT g FROM generate_series(1, {rows_per_txn}) g RETURNING id"
+        );
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut ids = Vec::new();
+                let mut client: Option<tokio_postgres::Client> = None;
+                while !flag.load(Ordering::Relaxed) {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                            Ok((c, conn)) => {
+                                tokio::spawn(conn);
+                                client = Some(c);
+                            }
+                            Err(_) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = &client else { continue };
+                    match c.query(sql.as_str(), &[]).await {
+                        Ok(rows) => ids.extend(rows.iter().map(|r| i64::from(r.get::<_, i32>(0)))),
+                        Err(_) => {
+                            client = None;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                ids
+            })
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the load and returns the ids of every committed row.
+    pub fn finish(mut self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .map(|h| h.join().expect("load thread"))
+            .unwrap_or_default()
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Spawns `odoo-cdc` with stdout to a file.
+pub fn spawn_odoo_cdc(args: &[&str], stdout: &std::path::Path) -> std::process::Child {
+    let file = std::fs::File::create(stdout).expect("stdout file");
+    Command::new(odoo_cdc_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn odoo-cdc")
+}
+
+/// Reads the complete JSON lines of a file (a last line cut by a kill is ignored).
+pub fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
