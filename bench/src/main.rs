@@ -1,1 +1,348 @@
-fn main() {}
+//! odoo-cdc benchmarks. Each figure is a ratio against a baseline measured in the same run on
+//! the same machine: absolute times on a shared 2-core machine mean little.
+//!
+//! `cargo run --release -p bench -- decode` — odoo-cdc's `tail` (output to /dev/null) against
+//! `pg_recvlogical` (pgoutput, output to /dev/null) on identical slots, alternating runs, median
+//! of several; rows per second, the ratio, peak RSS of both; and the peak RSS of `tail` on one
+//! 1,000,000-row transaction.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use fixtures::TempCluster;
+
+#[derive(Parser)]
+#[command(about = "odoo-cdc benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Reader throughput and memory against pg_recvlogical.
+    Decode {
+        /// Rows in the throughput workload.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Transactions the rows are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        txns: u64,
+        /// Runs of each reader (alternating); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Rows of the single large transaction for the memory figure (0: skip).
+        #[arg(long, default_value_t = 1_000_000)]
+        big_txn_rows: u64,
+    },
+    /// Internal: run a command, then print its wall time and peak RSS (KiB).
+    #[command(hide = true)]
+    Measure {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<String>,
+    },
+}
+
+struct Measurement {
+    secs: f64,
+    max_rss_kib: i64,
+    cpu_secs: f64,
+}
+
+/// Runs `argv` with stdout to /dev/null in a wrapper process (this binary's `measure`), so
+/// RUSAGE_CHILDREN covers exactly that one command.
+fn measure(argv: &[String], env: &[(&str, &str)]) -> Result<Measurement> {
+    let me = std::env::current_exe()?;
+    let out = Command::new(me)
+        .arg("measure")
+        .arg("--")
+        .args(argv)
+        .envs(env.iter().copied())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run measure wrapper")?;
+    if !out.status.success() {
+        bail!("{:?} failed", argv);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    let secs: f64 = it.next().context("secs")?.parse()?;
+    let max_rss_kib: i64 = it.next().context("rss")?.parse()?;
+    let cpu_secs: f64 = it.next().context("cpu")?.parse()?;
+    Ok(Measurement {
+        secs,
+        max_rss_kib,
+        cpu_secs,
+    })
+}
+
+fn measure_child(argv: &[String]) -> Result<()> {
+    let wrapped: Vec<String>;
+    let argv = match std::env::var("BENCH_WRAP") {
+        Ok(w) if argv.iter().any(|a| a == "tail") => {
+            wrapped = w
+                .split_whitespace()
+                .map(str::to_string)
+                .chain(argv.iter().cloned())
+                .collect();
+            &wrapped[..]
+        }
+        _ => argv,
+    };
+    let (prog, args) = argv.split_first().context("no command")?;
+    let start = Instant::now();
+    let status = Command::new(prog)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("spawn {prog}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{prog} exited with {status}");
+    }
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let cpu = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    println!(
+        "{secs} {} {}",
+        usage.max_rss(),
+        cpu(usage.user_time()) + cpu(usage.system_time())
+    );
+    Ok(())
+}
+
+fn odoo_cdc_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("bin dir")?;
+    let bin = dir.join("odoo-cdc");
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"])
+            .status()?;
+        if !status.success() || !bin.exists() {
+            bail!("build odoo-cdc first: cargo build --release -p pipeline");
+        }
+    }
+    Ok(bin)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn psql(cluster: &TempCluster, sql: &str) -> Result<String> {
+    Ok(cluster.psql(fixtures::pg::DEFAULT_DATABASE, sql)?)
+}
+
+fn recvlogical_argv(cluster: &TempCluster, slot: &str, endpos: &str) -> Vec<String> {
+    let bin = cluster.bin_dir().join("pg_recvlogical");
+    vec![
+        bin.display().to_string(),
+        "-d".into(),
+        format!(
+            "host=127.0.0.1 port={} dbname={} user={}",
+            cluster.port(),
+            fixtures::pg::DEFAULT_DATABASE,
+            fixtures::pg::REPLICATION_ROLE
+        ),
+        "--slot".into(),
+        slot.into(),
+        "--start".into(),
+        "--no-loop".into(),
+        "-E".into(),
+        endpos.into(),
+        "-o".into(),
+        "proto_version=1".into(),
+        "-o".into(),
+        "publication_names=odoo_cdc".into(),
+        "-f".into(),
+        "-".into(),
+    ]
+}
+
+fn tail_argv(bin: &Path, cluster: &TempCluster, slot: &str, endpos: &str) -> Vec<String> {
+    vec![
+        bin.display().to_string(),
+        "tail".into(),
+        "--source".into(),
+        cluster.url(),
+        "--slot".into(),
+        slot.into(),
+        "--endpos".into(),
+        endpos.into(),
+        "--heartbeat-secs".into(),
+        "0".into(),
+    ]
+}
+
+fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
+    let bin = odoo_cdc_bin()?;
+    let cluster = TempCluster::start()?;
+    let pw = cluster.role_password().to_string();
+    let env = [("PGPASSWORD", pw.as_str()), ("RUST_LOG", "warn")];
+    psql(
+        &cluster,
+        "CREATE TABLE stock_move (id bigserial PRIMARY KEY, name varchar, reference varchar, \
+         product_id int, product_uom_qty numeric, quantity numeric, location_id int, \
+         location_dest_id int, picking_id int, state varchar, date timestamp, price_unit float8, \
+         picked bool); \
+         GRANT SELECT ON stock_move TO odoo_cdc; \
+         CREATE PUBLICATION odoo_cdc FOR TABLE stock_move;",
+    )?;
+    let slots: Vec<(String, String)> = (0..runs)
+        .flat_map(|i| {
+            [
+                ("tail".to_string(), format!("b_tail_{i}")),
+                ("pg_recvlogical".to_string(), format!("b_recv_{i}")),
+            ]
+        })
+        .collect();
+    for (_, s) in &slots {
+        psql(
+            &cluster,
+            &format!("SELECT pg_create_logical_replication_slot('{s}', 'pgoutput')"),
+        )?;
+    }
+    eprintln!("loading {rows} rows in {txns} transactions");
+    let per = rows / txns.max(1);
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(cluster.superuser_client(fixtures::pg::DEFAULT_DATABASE))?;
+    let mut sql = String::new();
+    for t in 0..txns {
+        sql.push_str(&format!(
+            "BEGIN; INSERT INTO stock_move (name, reference, product_id, product_uom_qty, quantity, location_id, \
+             location_dest_id, picking_id, state, date, price_unit, picked) \
+             SELECT 'Product ' || g, 'WH/OUT/' || lpad(({t})::text, 5, '0'), g % 5000, 1 + g % 7, \
+             (1 + g % 7)::numeric / 2, 8, 5, {t}, 'assigned', '2026-11-27 10:00:00', 19.99, g % 2 = 0 \
+             FROM generate_series(1, {per}) g; COMMIT;\n"
+        ));
+        if t % 100 == 99 || t == txns - 1 {
+            rt.block_on(client.batch_execute(&sql))?;
+            sql.clear();
+        }
+    }
+    let endpos = psql(&cluster, "SELECT pg_current_wal_lsn()")?
+        .trim()
+        .to_string();
+    let total_rows = per * txns;
+
+    let mut tail_secs = Vec::new();
+    let mut recv_secs = Vec::new();
+    let mut tail_cpu = Vec::new();
+    let mut recv_cpu = Vec::new();
+    let mut tail_rss = 0;
+    let mut recv_rss = 0;
+    for (who, slot) in &slots {
+        let argv = if who == "tail" {
+            tail_argv(&bin, &cluster, slot, &endpos)
+        } else {
+            recvlogical_argv(&cluster, slot, &endpos)
+        };
+        let m = measure(&argv, &env)?;
+        eprintln!(
+            "{who:>15} on {slot}: {:.3} s wall, {:.3} s cpu, {} KiB peak RSS",
+            m.secs, m.cpu_secs, m.max_rss_kib
+        );
+        if who == "tail" {
+            tail_cpu.push(m.cpu_secs);
+            tail_secs.push(m.secs);
+            tail_rss = tail_rss.max(m.max_rss_kib);
+        } else {
+            recv_cpu.push(m.cpu_secs);
+            recv_secs.push(m.secs);
+            recv_rss = recv_rss.max(m.max_rss_kib);
+        }
+    }
+    let tail_rate = total_rows as f64 / median(tail_secs.clone());
+    let recv_rate = total_rows as f64 / median(recv_secs.clone());
+
+    let mut big_rss = None;
+    if big_txn_rows > 0 {
+        psql(
+            &cluster,
+            "SELECT pg_create_logical_replication_slot('b_big', 'pgoutput')",
+        )?;
+        eprintln!("one transaction of {big_txn_rows} rows");
+        psql(
+            &cluster,
+            &format!(
+                "INSERT INTO stock_move (name, product_id, quantity, state) \
+                 SELECT 'Big ' || g, g % 5000, g, 'done' FROM generate_series(1, {big_txn_rows}) g"
+            ),
+        )?;
+        let end = psql(&cluster, "SELECT pg_current_wal_lsn()")?
+            .trim()
+            .to_string();
+        let m = measure(&tail_argv(&bin, &cluster, "b_big", &end), &env)?;
+        eprintln!(
+            "tail on the large transaction: {:.3} s, {} KiB peak RSS",
+            m.secs, m.max_rss_kib
+        );
+        big_rss = Some((m.max_rss_kib, m.secs));
+    }
+
+    let ratio = tail_rate / recv_rate;
+    let cmd = format!(
+        "cargo run --release -p bench -- decode --rows {rows} --txns {txns} --runs {runs} --big-txn-rows {big_txn_rows}"
+    );
+    println!("## decode: odoo-cdc tail vs pg_recvlogical ({total_rows} rows, {txns} transactions, median of {runs})\n");
+    let tail_cpu_m = median(tail_cpu.clone());
+    let recv_cpu_m = median(recv_cpu.clone());
+    println!("| reader | rows/s | ratio | client CPU s | peak RSS |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| pg_recvlogical (pgoutput, -f - > /dev/null) | {recv_rate:.0} | 1.00 | {recv_cpu_m:.2} | {:.1} MiB |",
+        recv_rss as f64 / 1024.0
+    );
+    println!(
+        "| odoo-cdc tail (JSON lines > /dev/null) | {tail_rate:.0} | {ratio:.2} | {tail_cpu_m:.2} | {:.1} MiB |",
+        tail_rss as f64 / 1024.0
+    );
+    if let Some((rss, secs)) = big_rss {
+        println!(
+            "\nOne {big_txn_rows}-row transaction through tail: peak RSS {:.1} MiB ({:.2} s).",
+            rss as f64 / 1024.0,
+            secs
+        );
+    }
+    println!("\nReproduce: `{cmd}`");
+
+    let json = serde_json::json!({
+        "scenario": "decode",
+        "rows": total_rows,
+        "transactions": txns,
+        "runs": runs,
+        "tail_secs": tail_secs,
+        "pg_recvlogical_secs": recv_secs,
+        "tail_rows_per_sec": tail_rate,
+        "pg_recvlogical_rows_per_sec": recv_rate,
+        "ratio": ratio,
+        "tail_cpu_secs": tail_cpu,
+        "pg_recvlogical_cpu_secs": recv_cpu,
+        "tail_peak_rss_kib": tail_rss,
+        "pg_recvlogical_peak_rss_kib": recv_rss,
+        "big_txn_rows": big_txn_rows,
+        "big_txn_tail_peak_rss_kib": big_rss.map(|b| b.0),
+        "command": cmd,
+    });
+    let dir = PathBuf::from("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("decode.json"), serde_json::to_vec_pretty(&json)?)?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Decode {
+            rows,
+            txns,
+            runs,
+            big_txn_rows,
+        } => decode(rows, txns, runs.max(1), big_txn_rows),
+        Scenario::Measure { argv } => measure_child(&argv),
+    }
+}
