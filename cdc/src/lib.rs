@@ -18,3 +18,4 @@ pub mod pgtime;
 pub mod slot;
 pub mod spool;
 pub mod stream;
+pub mod value;
