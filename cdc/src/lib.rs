@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod decoder;
 pub mod pgtime;
 pub mod slot;
+pub mod snapshot;
 pub mod spool;
 pub mod stream;
 pub mod value;

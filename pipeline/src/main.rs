@@ -70,6 +70,10 @@ enum Command {
         /// Longest delay between reconnect attempts, in seconds.
         #[arg(long, default_value_t = 30)]
         max_backoff_secs: u64,
+        /// Create the slot with an exported snapshot and first print every published row as
+        /// `"op":"snapshot"` lines, consistent with the stream that follows.
+        #[arg(long)]
+        snapshot: bool,
     },
     /// Inspect and manage the replication slot and the publication.
     Slot {
@@ -143,8 +147,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             heartbeat_secs,
             spool_memory_mib,
             max_backoff_secs,
+            snapshot,
         } => {
-            if src.managed && create_slot {
+            if src.managed && (create_slot || snapshot) {
                 return Err(managed_refusal("create slots"));
             }
             let opts = TailOptions {
@@ -159,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
                 spool_memory: spool_memory_mib.max(1) * 1024 * 1024,
                 max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
+                snapshot,
             };
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout);
             let summary = tail::run(&opts, &mut out).await?;

@@ -159,6 +159,38 @@ pub fn write_truncate(
     out.write_all(b",\"new\":null,\"old\":null,\"unchanged_toast\":[]}\n")
 }
 
+/// Writes one row of the initial snapshot: `"op":"snapshot"`, `lsn` and `commit_lsn` the slot's
+/// consistent point, `xid` and `commit_time` null.
+pub fn write_snapshot_row(
+    out: &mut impl Write,
+    schema: &str,
+    table: &str,
+    columns: &[String],
+    values: &[Option<String>],
+    consistent_point: Lsn,
+) -> io::Result<()> {
+    out.write_all(b"{\"op\":\"snapshot\",\"schema\":")?;
+    write_str(out, schema.as_bytes())?;
+    out.write_all(b",\"table\":")?;
+    write_str(out, table.as_bytes())?;
+    write!(
+        out,
+        ",\"lsn\":\"{consistent_point}\",\"commit_lsn\":\"{consistent_point}\",\"xid\":null,\"commit_time\":null,\"new\":{{"
+    )?;
+    for (i, (name, value)) in columns.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write_str(out, name.as_bytes())?;
+        out.write_all(b":")?;
+        match value {
+            None => out.write_all(b"null")?,
+            Some(v) => write_str(out, v.as_bytes())?,
+        }
+    }
+    out.write_all(b"},\"old\":null,\"unchanged_toast\":[]}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,8 @@ pub struct TailOptions {
     pub spool_memory: usize,
     /// Longest delay between reconnect attempts.
     pub max_backoff: Duration,
+    /// Create the slot with an exported snapshot and print every published row first.
+    pub snapshot: bool,
 }
 
 /// Why `tail` stopped.
@@ -156,6 +158,9 @@ pub async fn run<W: Write>(opts: &TailOptions, out: &mut W) -> Result<TailSummar
         ack: None,
         summary: TailSummary::default(),
     };
+    if opts.snapshot {
+        snapshot(opts, &cfg, writer.out).await?;
+    }
     let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff);
     let result = loop {
         match session(opts, &cfg, &mut decoder, &mut writer).await {
@@ -222,6 +227,61 @@ async fn session<W: Write>(
             return Ok(());
         }
     }
+}
+
+/// Creates the slot with an exported snapshot and prints every row of the published tables as
+/// it was at the slot's consistent point; streaming then starts from that point.
+async fn snapshot<W: Write>(
+    opts: &TailOptions,
+    cfg: &SourceConfig,
+    out: &mut W,
+) -> Result<(), TailError> {
+    let mut conn = ReplicationConnection::connect(cfg).await?;
+    if slot::publication_tables(&mut conn, &opts.publication)
+        .await?
+        .is_none()
+    {
+        return Err(ReplError::Missing(format!(
+            "publication {:?} does not exist",
+            opts.publication
+        ))
+        .into());
+    }
+    if slot::status(&mut conn, &opts.slot).await?.is_some() {
+        return Err(ReplError::Config(format!(
+            "--snapshot needs a new slot, and {:?} exists: its position is not the snapshot's",
+            opts.slot
+        ))
+        .into());
+    }
+    let exported = cdc::snapshot::create_slot_with_snapshot(&mut conn, &opts.slot).await?;
+    let client = cfg.sql_client().await?;
+    cdc::snapshot::begin_in_snapshot(&client, &exported.snapshot_name).await?;
+    let tables = cdc::snapshot::published_columns(&client, &opts.publication).await?;
+    for (i, (schema, table, columns)) in tables.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let rows = cdc::snapshot::copy_table(&client, schema, table, columns, |values| {
+            json::write_snapshot_row(
+                out,
+                schema,
+                table,
+                columns,
+                values,
+                exported.consistent_point,
+            )
+            .map_err(ReplError::Io)
+        })
+        .await?;
+        tracing::info!(table = %format!("{schema}.{table}"), rows, progress = %format!("{}/{}", i + 1, tables.len()), secs = started.elapsed().as_secs_f64(), "snapshot table copied");
+    }
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(ReplError::from)?;
+    out.flush().map_err(TailError::Output)?;
+    drop(conn);
+    tracing::info!(consistent_point = %exported.consistent_point, "snapshot done; streaming from the consistent point");
+    Ok(())
 }
 
 /// Emits `pg_logical_emit_message(false, 'odoo_cdc.heartbeat', now())` periodically on an
