@@ -259,8 +259,11 @@ fn parse_timestamptz(s: &str) -> Option<DateTime<Utc>> {
     let h: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next().map_or(Some(0), |v| v.parse().ok())?;
     let sec: i64 = parts.next().map_or(Some(0), |v| v.parse().ok())?;
-    let off = sign * (h * 3600 + m * 60 + sec);
-    Some((t - chrono::Duration::seconds(off)).and_utc())
+    if !(0..=24).contains(&h) || !(0..60).contains(&m) || !(0..60).contains(&sec) {
+        return None;
+    }
+    let off = chrono::TimeDelta::try_seconds(sign * (h * 3600 + m * 60 + sec))?;
+    Some(t.checked_sub_signed(off)?.and_utc())
 }
 
 fn parse_bytea(s: &str) -> Result<Vec<u8>, ValueError> {
@@ -510,6 +513,7 @@ mod tests {
         // found by the fuzzer: multi-byte characters where hex digits belong
         assert!(decode_text("\\xé0", oid::BYTEA).is_err());
         assert!(decode_text("\\é", oid::BYTEA).is_err());
+        assert!(decode_text("2026-01-01 00:00:00+99999999999999", oid::TIMESTAMPTZ).is_err());
     }
 
     #[test]
