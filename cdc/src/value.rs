@@ -219,34 +219,28 @@ fn infinite<T>(
     })
 }
 
-/// `YYYY-MM-DD` or `YYYY-MM-DD BC`.
-fn parse_date(s: &str) -> Option<NaiveDate> {
-    let (s, bc) = match s.strip_suffix(" BC") {
-        Some(v) => (v, true),
-        None => (s, false),
-    };
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    if bc {
-        use chrono::Datelike;
-        d.with_year(1 - d.year())
-    } else {
-        Some(d)
+/// Parses a date or timestamp that may carry PostgreSQL's ` BC` suffix: year N BC is chrono's
+/// proleptic year 1 - N.
+fn parse_era<T: chrono::Datelike>(s: &str, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    match s.strip_suffix(" BC") {
+        Some(v) => {
+            let t = parse(v)?;
+            t.with_year(1 - t.year())
+        }
+        None => parse(s),
     }
 }
 
+/// `YYYY-MM-DD` or `YYYY-MM-DD BC`.
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    parse_era(s, |v| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]`, optionally ` BC`.
 fn parse_timestamp(s: &str) -> Option<NaiveDateTime> {
-    let (s, bc) = match s.strip_suffix(" BC") {
-        Some(v) => (v, true),
-        None => (s, false),
-    };
-    let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok()?;
-    if bc {
-        use chrono::Datelike;
-        let d = t.date().with_year(1 - t.date().year())?;
-        Some(NaiveDateTime::new(d, t.time()))
-    } else {
-        Some(t)
-    }
+    parse_era(s, |v| {
+        NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f").ok()
+    })
 }
 
 /// `2026-11-29 18:00:00.5+02`, `+05:30`, `+05:30:15`.
@@ -481,6 +475,21 @@ mod tests {
                 type_oid: 99999,
                 text: "x".into()
             }
+        );
+        assert_eq!(
+            decode_text("0044-03-15 BC", oid::DATE).unwrap(),
+            Value::Date(Infinite::Value(
+                NaiveDate::from_ymd_opt(-43, 3, 15).unwrap()
+            ))
+        );
+        assert_eq!(
+            decode_text("0001-01-01 12:00:00 BC", oid::TIMESTAMP).unwrap(),
+            Value::Timestamp(Infinite::Value(
+                NaiveDate::from_ymd_opt(0, 1, 1)
+                    .unwrap()
+                    .and_hms_opt(12, 0, 0)
+                    .unwrap()
+            ))
         );
         assert!(decode_text("maybe", oid::BOOL).is_err());
         assert!(decode_text("12x", oid::INT4).is_err());
