@@ -211,3 +211,45 @@ pub fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// A fresh scratch directory for one test's output files.
+pub fn scratch_dir() -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("odoo-cdc-test-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A running `odoo-cdc tail` on the cluster's default slot, confirming every 200 ms, with its
+/// stdout in a file.
+pub struct TailProcess {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl TailProcess {
+    /// Starts `odoo-cdc tail --source <db> --status-interval-ms 200 <extra...>`.
+    pub fn spawn(db: &Db, extra: &[&str]) -> Self {
+        let out = scratch_dir().join("out.jsonl");
+        let url = db.url();
+        let mut args = vec!["tail", "--source", &url, "--status-interval-ms", "200"];
+        args.extend_from_slice(extra);
+        Self {
+            child: spawn_odoo_cdc(&args, &out),
+            out,
+        }
+    }
+
+    /// Kills it (SIGKILL) and returns the complete lines it wrote and its stderr.
+    pub fn kill(mut self) -> (Vec<serde_json::Value>, String) {
+        self.child.kill().ok();
+        let output = self.child.wait_with_output().expect("tail output");
+        (
+            read_lines(&self.out),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use odoo_cdc_tests::{read_lines, spawn_odoo_cdc, wait_until, Db, Load};
+use odoo_cdc_tests::{read_lines, scratch_dir, spawn_odoo_cdc, wait_until, Db, Load, TailProcess};
 
 fn setup(db: &Db) {
     db.sql(
@@ -40,7 +40,7 @@ fn commits_of(lines: &[serde_json::Value]) -> Vec<String> {
 fn sigkill_under_load_loses_nothing_and_repeats_only_the_unconfirmed_tail() {
     let db = Db::start();
     setup(&db);
-    let dir = tempfile_dir();
+    let dir = scratch_dir();
     let url = db.url();
     let load = Load::start(&db, "orders", 5);
     let mut runs = Vec::new();
@@ -119,20 +119,8 @@ fn sigkill_under_load_loses_nothing_and_repeats_only_the_unconfirmed_tail() {
 fn idle_published_tables_do_not_hold_wal() {
     let db = Db::start();
     setup(&db);
-    let dir = tempfile_dir();
     let start = db.confirmed_flush("odoo_cdc");
-    let mut child = spawn_odoo_cdc(
-        &[
-            "tail",
-            "--source",
-            &db.url(),
-            "--status-interval-ms",
-            "200",
-            "--heartbeat-secs",
-            "0",
-        ],
-        &dir.join("out.jsonl"),
-    );
+    let tail = TailProcess::spawn(&db, &["--heartbeat-secs", "0"]);
     // Only the unpublished table changes, for a while.
     for _ in 0..20 {
         db.sql("INSERT INTO noise (body) SELECT repeat('x', 1000) FROM generate_series(1, 200)");
@@ -143,41 +131,24 @@ fn idle_published_tables_do_not_hold_wal() {
         db.confirmed_flush("odoo_cdc") >= target
     });
     let reached = db.confirmed_flush("odoo_cdc");
-    child.kill().ok();
-    let _ = child.wait();
+    let (lines, _) = tail.kill();
     assert!(
         advanced,
         "confirmed_flush_lsn stayed at {reached}, WAL is at {target}"
     );
-    assert!(
-        read_lines(&dir.join("out.jsonl")).is_empty(),
-        "unpublished changes were printed"
-    );
+    assert!(lines.is_empty(), "unpublished changes were printed");
 }
 
 #[test]
 fn heartbeat_moves_an_otherwise_silent_slot() {
     let db = Db::start();
     setup(&db);
-    let dir = tempfile_dir();
     let before = db.confirmed_flush("odoo_cdc");
-    let mut child = spawn_odoo_cdc(
-        &[
-            "tail",
-            "--source",
-            &db.url(),
-            "--status-interval-ms",
-            "200",
-            "--heartbeat-secs",
-            "1",
-        ],
-        &dir.join("out.jsonl"),
-    );
+    let tail = TailProcess::spawn(&db, &["--heartbeat-secs", "1"]);
     let moved = wait_until(Duration::from_secs(10), || {
         db.confirmed_flush("odoo_cdc") > before
     });
-    child.kill().ok();
-    let _ = child.wait();
+    tail.kill();
     assert!(moved, "no heartbeat reached the slot");
 }
 
@@ -185,20 +156,7 @@ fn heartbeat_moves_an_otherwise_silent_slot() {
 fn postgres_restart_mid_stream_resumes_without_loss() {
     let db = Db::start();
     setup(&db);
-    let dir = tempfile_dir();
-    let out = dir.join("out.jsonl");
-    let mut child = spawn_odoo_cdc(
-        &[
-            "tail",
-            "--source",
-            &db.url(),
-            "--status-interval-ms",
-            "200",
-            "--max-backoff-secs",
-            "1",
-        ],
-        &out,
-    );
+    let tail = TailProcess::spawn(&db, &["--max-backoff-secs", "1"]);
     let load = Load::start(&db, "orders", 3);
     std::thread::sleep(Duration::from_millis(1500));
     db.cluster.restart().expect("restart postgres");
@@ -208,38 +166,22 @@ fn postgres_restart_mid_stream_resumes_without_loss() {
     let caught_up = wait_until(Duration::from_secs(30), || {
         db.confirmed_flush("odoo_cdc") >= target
     });
-    child.kill().ok();
-    let output = child.wait_with_output().expect("tail output");
+    let (lines, stderr) = tail.kill();
     assert!(
         caught_up,
-        "tail did not catch up after the restart: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "tail did not catch up after the restart: {stderr}"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("reconnecting"),
         "the restart was not noticed: {stderr}"
     );
-    let seen: HashSet<i64> = ids_of(&read_lines(&out)).into_iter().collect();
+    let seen: HashSet<i64> = ids_of(&lines).into_iter().collect();
     let missing: Vec<&i64> = committed.iter().filter(|id| !seen.contains(id)).collect();
     assert!(!committed.is_empty());
     assert!(
         missing.is_empty(),
         "rows lost across the restart: {missing:?}"
     );
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "odoo-cdc-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -253,19 +195,7 @@ fn snapshot_then_stream_has_no_gap_and_no_overlap_under_load() {
     let before: Vec<i64> = (1..=20000).collect();
     let load = Load::start(&db, "orders", 4);
     std::thread::sleep(Duration::from_millis(300));
-    let dir = tempfile_dir();
-    let out = dir.join("out.jsonl");
-    let mut child = spawn_odoo_cdc(
-        &[
-            "tail",
-            "--source",
-            &db.url(),
-            "--snapshot",
-            "--status-interval-ms",
-            "200",
-        ],
-        &out,
-    );
+    let tail = TailProcess::spawn(&db, &["--snapshot"]);
     std::thread::sleep(Duration::from_millis(2000));
     let mut committed = load.finish();
     committed.extend(before);
@@ -276,10 +206,8 @@ fn snapshot_then_stream_has_no_gap_and_no_overlap_under_load() {
             == "1"
             && db.confirmed_flush("odoo_cdc") >= target
     });
-    child.kill().ok();
-    let output = child.wait_with_output().expect("tail");
-    assert!(caught_up, "{}", String::from_utf8_lossy(&output.stderr));
-    let lines = read_lines(&out);
+    let (lines, stderr) = tail.kill();
+    assert!(caught_up, "{stderr}");
     let snap = lines.iter().filter(|l| l["op"] == "snapshot").count();
     assert!(snap >= 20000, "snapshot printed {snap} rows");
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
@@ -305,5 +233,5 @@ fn snapshot_then_stream_has_no_gap_and_no_overlap_under_load() {
         lines.iter().any(|l| l["op"] == "insert"),
         "no streamed row after the snapshot"
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("snapshot table copied"));
+    assert!(stderr.contains("snapshot table copied"));
 }
