@@ -231,6 +231,8 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
 
     let mut tail_secs = Vec::new();
     let mut recv_secs = Vec::new();
+    let mut tail_server = Vec::new();
+    let mut recv_server = Vec::new();
     let mut tail_cpu = Vec::new();
     let mut recv_cpu = Vec::new();
     let mut tail_rss = 0;
@@ -241,16 +243,22 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
         } else {
             recvlogical_argv(&cluster, slot, &endpos)
         };
+        let server_before = cluster.exited_children_cpu_secs().unwrap_or(0.0);
         let m = measure(&argv, &env)?;
+        // The walsender has exited with its connection; give the postmaster a moment to reap it.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let server_cpu = cluster.exited_children_cpu_secs().unwrap_or(0.0) - server_before;
         eprintln!(
-            "{who:>15} on {slot}: {:.3} s wall, {:.3} s cpu, {} KiB peak RSS",
+            "{who:>15} on {slot}: {:.3} s wall, {:.3} s cpu, walsender {server_cpu:.3} s cpu, {} KiB peak RSS",
             m.secs, m.cpu_secs, m.max_rss_kib
         );
         if who == "tail" {
+            tail_server.push(server_cpu);
             tail_cpu.push(m.cpu_secs);
             tail_secs.push(m.secs);
             tail_rss = tail_rss.max(m.max_rss_kib);
         } else {
+            recv_server.push(server_cpu);
             recv_cpu.push(m.cpu_secs);
             recv_secs.push(m.secs);
             recv_rss = recv_rss.max(m.max_rss_kib);
@@ -291,14 +299,18 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
     println!("## decode: odoo-cdc tail vs pg_recvlogical ({total_rows} rows, {txns} transactions, median of {runs})\n");
     let tail_cpu_m = median(tail_cpu.clone());
     let recv_cpu_m = median(recv_cpu.clone());
-    println!("| reader | rows/s | ratio | client CPU s | peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
+    let tail_server_m = median(tail_server.clone());
+    let recv_server_m = median(recv_server.clone());
+    let tail_wall = median(tail_secs.clone());
+    let recv_wall = median(recv_secs.clone());
+    println!("| reader | rows/s | ratio | wall s | client CPU s | walsender CPU s | peak RSS |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| pg_recvlogical (pgoutput, -f - > /dev/null) | {recv_rate:.0} | 1.00 | {recv_cpu_m:.2} | {:.1} MiB |",
+        "| pg_recvlogical (pgoutput, -f - > /dev/null) | {recv_rate:.0} | 1.00 | {recv_wall:.2} | {recv_cpu_m:.2} | {recv_server_m:.2} | {:.1} MiB |",
         recv_rss as f64 / 1024.0
     );
     println!(
-        "| odoo-cdc tail (JSON lines > /dev/null) | {tail_rate:.0} | {ratio:.2} | {tail_cpu_m:.2} | {:.1} MiB |",
+        "| odoo-cdc tail (JSON lines > /dev/null) | {tail_rate:.0} | {ratio:.2} | {tail_wall:.2} | {tail_cpu_m:.2} | {tail_server_m:.2} | {:.1} MiB |",
         tail_rss as f64 / 1024.0
     );
     if let Some((rss, secs)) = big_rss {
@@ -322,6 +334,8 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
         "ratio": ratio,
         "tail_cpu_secs": tail_cpu,
         "pg_recvlogical_cpu_secs": recv_cpu,
+        "tail_walsender_cpu_secs": tail_server,
+        "pg_recvlogical_walsender_cpu_secs": recv_server,
         "tail_peak_rss_kib": tail_rss,
         "pg_recvlogical_peak_rss_kib": recv_rss,
         "big_txn_rows": big_txn_rows,
