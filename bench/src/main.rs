@@ -38,6 +38,19 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         big_txn_rows: u64,
     },
+    /// The fixtures' peak-season workload as fast as the machine allows: simulated vs wall time
+    /// and the rows written per table.
+    Workload {
+        /// Simulated minutes.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Normal order rate (orders per simulated second); the peak is 10x.
+        #[arg(long, default_value_t = 2.0)]
+        base_rate: f64,
+        /// Parallel connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
     /// Internal: run a command, then print its wall time and peak RSS (KiB).
     #[command(hide = true)]
     Measure {
@@ -348,6 +361,65 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
     Ok(())
 }
 
+fn workload(minutes: u64, base_rate: f64, connections: usize) -> Result<()> {
+    use fixtures::workload::{Profile, WorkloadConfig};
+    let cluster = TempCluster::start()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(cluster.superuser_client(fixtures::pg::DEFAULT_DATABASE))?;
+    let info = rt.block_on(fixtures::odoo::create(
+        &client,
+        &fixtures::odoo::SeedConfig::default(),
+    ))?;
+    let cfg = WorkloadConfig {
+        base_rate,
+        duration: std::time::Duration::from_secs(minutes * 60),
+        profile: Profile::Peak,
+        time_scale: 0.0,
+        connections,
+        ..WorkloadConfig::default()
+    };
+    let report = rt.block_on(fixtures::workload::run(
+        &cluster.superuser_url(fixtures::pg::DEFAULT_DATABASE),
+        &info,
+        &cfg,
+    ))?;
+    let cmd = format!(
+        "cargo run --release -p bench -- workload --minutes {minutes} --base-rate {base_rate} --connections {connections}"
+    );
+    println!("## workload: {minutes} simulated minutes of the peak-season profile\n");
+    println!(
+        "Wall time {:.1} s for {} s simulated ({:.1}x faster than real time); {} actions refused by Odoo's rules.\n",
+        report.elapsed.as_secs_f64(),
+        report.simulated.as_secs(),
+        report.simulated.as_secs_f64() / report.elapsed.as_secs_f64(),
+        report.refused
+    );
+    println!("| action | count |\n|---|---:|");
+    for (k, v) in &report.actions {
+        println!("| {k} | {v} |");
+    }
+    println!("\n| table | row changes |\n|---|---:|");
+    for (k, v) in &report.rows_per_table {
+        println!("| {k} | {v} |");
+    }
+    println!("\nReproduce: `{cmd}`");
+    let json = serde_json::json!({
+        "scenario": "workload",
+        "simulated_secs": report.simulated.as_secs(),
+        "wall_secs": report.elapsed.as_secs_f64(),
+        "actions": report.actions,
+        "refused": report.refused,
+        "rows_per_table": report.rows_per_table,
+        "command": cmd,
+    });
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write(
+        "target/bench/workload.json",
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
@@ -357,6 +429,11 @@ fn main() -> Result<()> {
             runs,
             big_txn_rows,
         } => decode(rows, txns, runs.max(1), big_txn_rows),
+        Scenario::Workload {
+            minutes,
+            base_rate,
+            connections,
+        } => workload(minutes, base_rate, connections),
         Scenario::Measure { argv } => measure_child(&argv),
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use fixtures::odoo::actions::{account, sales, stock};
-use fixtures::odoo::{self, OdooError, SeedConfig, SeedInfo};
+use fixtures::odoo::{self, OdooClient, OdooError, SeedConfig, SeedInfo};
 use odoo_cdc_tests::Db;
 use rust_decimal::Decimal;
 use tokio_postgres::Client;
@@ -155,7 +155,7 @@ async fn seed_is_deterministic_and_shaped_like_odoo() {
 #[tokio::test]
 async fn sale_delivery_and_invoicing_write_what_odoo_writes() {
     let db = Db::start();
-    let mut c = db.cluster.superuser_client("odoo").await.unwrap();
+    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
     let info = odoo::create(&c, &small()).await.unwrap();
     c.batch_execute("SELECT pg_create_logical_replication_slot('td', 'test_decoding')")
         .await
@@ -344,7 +344,7 @@ async fn sale_delivery_and_invoicing_write_what_odoo_writes() {
 #[tokio::test]
 async fn cancel_receipt_and_inventory_adjustment() {
     let db = Db::start();
-    let mut c = db.cluster.superuser_client("odoo").await.unwrap();
+    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
     let info = odoo::create(&c, &small()).await.unwrap();
     let wh = info.warehouses[1].clone();
     let product = info.products[3].id;
@@ -450,7 +450,7 @@ async fn cancel_receipt_and_inventory_adjustment() {
 #[tokio::test]
 async fn credit_note_settles_an_unpaid_invoice() {
     let db = Db::start();
-    let mut c = db.cluster.superuser_client("odoo").await.unwrap();
+    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
     let info = odoo::create(&c, &small()).await.unwrap();
     let i = product_with_stock(&c, &info, 1).await;
     let order = sales::create_quotation(
