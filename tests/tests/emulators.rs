@@ -1,0 +1,487 @@
+//! The accounting and WMS emulators behave like the real services on every point odoo-cdc
+//! relies on (external-apis.md), and the shared fault injection and inspection API work.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fixtures::emulator::accounting::{AccountingConfig, AccountingEmulator};
+use fixtures::emulator::signing;
+use fixtures::emulator::wms::{WmsConfig, WmsEmulator};
+use fixtures::emulator::{Faults, Outage};
+use serde_json::{json, Value};
+
+fn basic(cfg: &AccountingConfig) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", cfg.client_id, cfg.client_secret))
+    )
+}
+
+async fn token(
+    http: &reqwest::Client,
+    emu: &AccountingEmulator,
+    cfg: &AccountingConfig,
+    refresh: &str,
+) -> reqwest::Response {
+    http.post(format!("{}/oauth2/v1/tokens/bearer", emu.url()))
+        .header("authorization", basic(cfg))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=refresh_token&refresh_token={refresh}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn entry(debit: &str, credit: &str, with_entity: bool) -> Value {
+    let mut ar = json!({"PostingType": "Debit", "AccountRef": {"value": "84"}});
+    if with_entity {
+        ar["Entity"] = json!({"Type": "Customer", "EntityRef": {"value": "7"}});
+    }
+    json!({"DocNumber": "INV/2026/00001", "Line": [
+        {"Amount": debit.parse::<f64>().unwrap(), "DetailType": "JournalEntryLineDetail", "JournalEntryLineDetail": ar},
+        {"Amount": credit.parse::<f64>().unwrap(), "DetailType": "JournalEntryLineDetail",
+         "JournalEntryLineDetail": {"PostingType": "Credit", "AccountRef": {"value": "79"}}}
+    ]})
+}
+
+#[tokio::test]
+async fn accounting_validates_replays_batches_throttles_and_rolls_tokens() {
+    let cfg = AccountingConfig::default();
+    let emu = AccountingEmulator::start(cfg.clone(), 0).await.unwrap();
+    let http = reqwest::Client::new();
+
+    // OAuth2: the refresh token rolls; the old one is refused afterwards.
+    let t1: Value = token(&http, &emu, &cfg, &cfg.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = t1["access_token"].as_str().unwrap().to_string();
+    assert_eq!(t1["expires_in"], 3600);
+    assert_ne!(t1["refresh_token"], json!(cfg.refresh_token));
+    let again = token(&http, &emu, &cfg, &cfg.refresh_token).await;
+    assert_eq!(again.status(), 400);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(emu.refresh_token(), t1["refresh_token"].as_str().unwrap());
+
+    let url = format!("{}/v3/company/{}/journalentry", emu.url(), cfg.realm_id);
+    let post = |body: Value, requestid: &str, bearer: &str| {
+        http.post(format!("{url}?requestid={requestid}&minorversion=75"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    // No or bad token: 401 with an AuthenticationFault.
+    let r = post(entry("10", "10", true), "r0", "nope").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["Fault"]["type"],
+        "AuthenticationFault"
+    );
+
+    // Unbalanced, and A/R without an entity: ValidationFault, nothing booked.
+    let r = post(entry("100.00", "99.99", true), "r1", &access)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let f: Value = r.json().await.unwrap();
+    assert_eq!(f["Fault"]["type"], "ValidationFault");
+    assert!(
+        f["Fault"]["Error"][0]["Detail"]
+            .as_str()
+            .unwrap()
+            .contains("must balance"),
+        "{f}"
+    );
+    let r = post(entry("10", "10", false), "r2", &access).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Accounts Receivable"));
+    assert!(emu.entries().is_empty());
+
+    // Balanced: booked once; the same requestid replays the original answer.
+    let first: Value = post(entry("115.00", "115.00", true), "move-42-post-1", &access)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second: Value = post(entry("115.00", "115.00", true), "move-42-post-1", &access)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["JournalEntry"]["Id"], "1");
+    assert_eq!(first, second);
+    assert_eq!(emu.entries().len(), 1);
+    let long = "x".repeat(51);
+    assert_eq!(
+        post(entry("1", "1", true), &long, &access)
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    // Batch: at most 30 items; a bad item is a Fault inside a 200.
+    let batch_url = format!("{}/v3/company/{}/batch", emu.url(), cfg.realm_id);
+    let items: Vec<Value> = (0..31)
+        .map(|i| json!({"bId": i.to_string(), "operation": "create", "JournalEntry": entry("1", "1", true)}))
+        .collect();
+    let r = http
+        .post(&batch_url)
+        .bearer_auth(&access)
+        .json(&json!({"BatchItemRequest": items}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = http
+        .post(&batch_url)
+        .bearer_auth(&access)
+        .json(&json!({"BatchItemRequest": [
+            {"bId": "a", "operation": "create", "JournalEntry": entry("5", "5", true)},
+            {"bId": "b", "operation": "create", "JournalEntry": entry("5", "4", true)}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["BatchItemResponse"][0]["bId"], "a");
+    assert!(b["BatchItemResponse"][0]["JournalEntry"]["Id"].is_string());
+    assert_eq!(b["BatchItemResponse"][1]["bId"], "b");
+    assert_eq!(
+        b["BatchItemResponse"][1]["Fault"]["type"],
+        "ValidationFault"
+    );
+
+    // Throttle: more than 10 requests within a second get 429 with a ThrottleExceeded fault.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = post(entry("1", "1", true), &format!("t{i}"), &access)
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert_eq!(
+                r.json::<Value>().await.unwrap()["Fault"]["Error"][0]["code"],
+                "003001"
+            );
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn access_tokens_expire_after_an_emulated_hour() {
+    let cfg = AccountingConfig {
+        time_scale: 7200.0,
+        ..AccountingConfig::default()
+    };
+    let emu = AccountingEmulator::start(cfg.clone(), 0).await.unwrap();
+    let http = reqwest::Client::new();
+    let t: Value = token(&http, &emu, &cfg, &cfg.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Half a wall second is an emulated hour.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = http
+        .post(format!(
+            "{}/v3/company/{}/journalentry",
+            emu.url(),
+            cfg.realm_id
+        ))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .json(&entry("1", "1", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Token expired"));
+}
+
+#[tokio::test]
+async fn wms_dedupes_cancels_and_delivers_signed_shipment_webhooks_with_retries() {
+    // A receiver that fails twice, then accepts, and checks every signature.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let secret = "whsec";
+    let app = {
+        let received = received.clone();
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/hooks/wms",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let received = received.clone();
+                let calls = calls.clone();
+                async move {
+                    let sig = headers
+                        .get("x-wms-hmac-sha256")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    assert!(
+                        signing::verify(secret.as_bytes(), body.as_bytes(), sig),
+                        "bad signature"
+                    );
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).unwrap());
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let receiver = fixtures::emulator::Server::start(app, 0).await.unwrap();
+    let cfg = WmsConfig {
+        webhook_url: Some(format!("{}/hooks/wms", receiver.url())),
+        webhook_secret: secret.into(),
+        time_scale: 600.0,
+        ..WmsConfig::default()
+    };
+    let emu = WmsEmulator::start(cfg.clone(), 0).await.unwrap();
+    let http = reqwest::Client::new();
+    let orders = format!("{}/v1/fulfillment_orders", emu.url());
+    let order = json!({"reference": "WH/OUT/00017", "lines": [{"sku": "SKU-00001", "quantity": 2}],
+                       "ship_to": {"name": "Ada Lovelace", "city": "London"}, "carrier": "UPS"});
+    assert_eq!(
+        http.post(&orders)
+            .json(&order)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = http
+        .post(&orders)
+        .bearer_auth(&cfg.api_key)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let r = http
+        .post(&orders)
+        .bearer_auth(&cfg.api_key)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["order"]["id"],
+        created["id"]
+    );
+    let bad = json!({"reference": "WH/OUT/00018", "lines": [], "ship_to": {}});
+    assert_eq!(
+        http.post(&orders)
+            .bearer_auth(&cfg.api_key)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+
+    // A second order is cancelled before it ships; unknown references are 404.
+    let other = json!({"reference": "WH/OUT/00019", "lines": [{"sku": "SKU-00002", "quantity": 1}], "ship_to": {}});
+    assert_eq!(
+        http.post(&orders)
+            .bearer_auth(&cfg.api_key)
+            .json(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let r = http
+        .post(format!("{orders}/WH%2FOUT%2F00019/cancel"))
+        .bearer_auth(&cfg.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+    assert_eq!(
+        http.post(format!("{orders}/nope/cancel"))
+            .bearer_auth(&cfg.api_key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // 60 emulated seconds later the first ships; its webhook is retried until accepted.
+    let mut ok = false;
+    for _ in 0..100 {
+        if !received.lock().unwrap().is_empty() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no shipment webhook arrived: {:?}", emu.deliveries());
+    let hook = received.lock().unwrap()[0].clone();
+    assert_eq!(hook["reference"], "WH/OUT/00017");
+    assert_eq!(
+        hook["lines"][0],
+        json!({"sku": "SKU-00001", "shipped_quantity": 2})
+    );
+    assert!(hook["tracking_number"].is_string());
+    let attempts: Vec<u64> = emu
+        .deliveries()
+        .iter()
+        .map(|d| d["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![500, 500, 200]);
+    assert_eq!(emu.orders()["WH/OUT/00017"].status, "shipped");
+    assert_eq!(emu.orders()["WH/OUT/00019"].status, "cancelled");
+    // Cancelling a shipped order is refused.
+    let r = http
+        .post(format!("{orders}/WH%2FOUT%2F00017/cancel"))
+        .bearer_auth(&cfg.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn faults_and_inspection_api() {
+    let cfg = WmsConfig::default();
+    let emu = WmsEmulator::start(cfg.clone(), 0).await.unwrap();
+    let http = reqwest::Client::new();
+    let list = format!("{}/v1/fulfillment_orders", emu.url());
+
+    // 500 twice, then success.
+    emu.core().set_faults(Faults {
+        fail_next: 2,
+        ..Faults::default()
+    });
+    let mut s = Vec::new();
+    for _ in 0..3 {
+        s.push(
+            http.get(&list)
+                .bearer_auth(&cfg.api_key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(s, vec![500, 500, 200]);
+
+    // Faults set over HTTP: every request throttled with Retry-After.
+    let r = http
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&json!({"throttle_rate": 1.0, "retry_after_secs": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .get(&list)
+        .bearer_auth(&cfg.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let bad = http
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&json!({"typo_rate": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422, "unknown fault fields are refused");
+
+    // A scheduled outage answers 503; a dropped connection is a client error.
+    emu.core().set_faults(Faults {
+        outages: vec![Outage {
+            start_secs: 0.0,
+            end_secs: 1e9,
+        }],
+        ..Faults::default()
+    });
+    assert_eq!(
+        http.get(&list)
+            .bearer_auth(&cfg.api_key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    emu.core().set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    let dropped = match http.get(&list).bearer_auth(&cfg.api_key).send().await {
+        Ok(r) => r.text().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(dropped, "the connection was not dropped");
+    emu.core().set_faults(Faults::default());
+
+    // Every request is in the log with method, path, headers and body.
+    http.post(&list)
+        .bearer_auth(&cfg.api_key)
+        .json(&json!({"reference": "R1", "lines": [{"sku": "A", "quantity": 1}], "ship_to": {}}))
+        .send()
+        .await
+        .unwrap();
+    let log: Vec<Value> = http
+        .get(format!("{}/_emulator/requests", emu.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last["method"], "POST");
+    assert_eq!(last["path"], "/v1/fulfillment_orders");
+    assert_eq!(last["headers"]["authorization"], "Bearer wms-key");
+    assert!(last["body"].as_str().unwrap().contains("\"R1\""));
+    assert!(log
+        .iter()
+        .all(|r| !r["path"].as_str().unwrap().starts_with("/_emulator")));
+    let state: Value = http
+        .get(format!("{}/_emulator/state", emu.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["orders"]["R1"]["status"], "open");
+}
