@@ -1,0 +1,322 @@
+//! The Shopify emulator answers like Shopify: schema validation against the real 2026-10 Admin
+//! schema, compare-and-swap, idempotency, calculated cost with a leaky bucket, and a storefront
+//! that sells and tells by signed webhooks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fixtures::emulator::shopify::{ShopifyConfig, ShopifyEmulator};
+use fixtures::emulator::signing;
+use serde_json::{json, Value};
+
+const SET: &str = r#"mutation Set($input: InventorySetQuantitiesInput!) {
+  inventorySetQuantities(input: $input) @idempotent(key: "KEY") {
+    inventoryAdjustmentGroup { reason changes { name delta quantityAfterChange } }
+    userErrors { code field message }
+  }
+}"#;
+
+async fn gql(emu: &ShopifyEmulator, query: &str, variables: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(emu.graphql_url())
+        .header("x-shopify-access-token", "shpat_emulator")
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn set_input(item: u64, qty: i64, from: Option<i64>) -> Value {
+    let mut q = json!({"inventoryItemId": format!("gid://shopify/InventoryItem/{item}"), "locationId": "gid://shopify/Location/1", "quantity": qty});
+    if let Some(f) = from {
+        q["changeFromQuantity"] = json!(f);
+    }
+    json!({"input": {"name": "available", "reason": "correction", "referenceDocumentUri": "odoo://stock.quant/1", "quantities": [q]}})
+}
+
+#[tokio::test]
+async fn schema_violations_are_graphql_errors_with_http_200() {
+    let emu = ShopifyEmulator::start(ShopifyConfig::default(), 0)
+        .await
+        .unwrap();
+    let bad = "mutation { inventorySetQuantities(input: {name: \"available\", reason: \"correction\", quantities: []}, ignoreCompareQuantity: true) { userErrors { code } } }";
+    let (status, body) = gql(&emu, bad, json!({})).await;
+    assert_eq!(status, 200);
+    assert!(body.get("data").is_none(), "{body}");
+    let msg = body["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("ignoreCompareQuantity"), "{msg}");
+    let (_, body) = gql(&emu, "{ shop { nonexistentField } }", json!({})).await;
+    let errors = body["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("nonexistentField")),
+        "{body}"
+    );
+    let r = reqwest::Client::new()
+        .post(emu.graphql_url())
+        .json(&json!({"query": "{ shop { name } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn set_quantities_compare_and_swap_and_idempotency() {
+    let emu = ShopifyEmulator::start(ShopifyConfig::default(), 0)
+        .await
+        .unwrap();
+    let item = emu.add_item("SKU-00001", &[(1, 10)]);
+
+    // Without @idempotent, and with an empty key: refused.
+    let (_, body) = gql(
+        &emu,
+        &SET.replace(" @idempotent(key: \"KEY\")", ""),
+        set_input(item, 7, Some(10)),
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("@idempotent"),
+        "{body}"
+    );
+    let (_, body) = gql(
+        &emu,
+        &SET.replace("KEY", "  "),
+        set_input(item, 7, Some(10)),
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty"),
+        "{body}"
+    );
+    // Without changeFromQuantity: COMPARE_QUANTITY_REQUIRED.
+    let (_, body) = gql(&emu, &SET.replace("KEY", "k0"), set_input(item, 7, None)).await;
+    assert_eq!(
+        body["data"]["inventorySetQuantities"]["userErrors"][0]["code"],
+        "COMPARE_QUANTITY_REQUIRED"
+    );
+    assert_eq!(emu.level(item, 1).unwrap().available, 10);
+
+    // Stale compare quantity: CHANGE_FROM_QUANTITY_STALE, nothing changes.
+    let (_, body) = gql(&emu, &SET.replace("KEY", "k1"), set_input(item, 7, Some(9))).await;
+    let errs = &body["data"]["inventorySetQuantities"]["userErrors"];
+    assert_eq!(errs[0]["code"], "CHANGE_FROM_QUANTITY_STALE", "{body}");
+    assert_eq!(
+        errs[0]["field"],
+        json!(["input", "quantities", "0", "changeFromQuantity"])
+    );
+    assert!(body["data"]["inventorySetQuantities"]["inventoryAdjustmentGroup"].is_null());
+    assert_eq!(emu.level(item, 1).unwrap().available, 10);
+
+    // Current compare quantity: applied; cost reported with the throttle status.
+    let (_, first) = gql(
+        &emu,
+        &SET.replace("KEY", "k2"),
+        set_input(item, 7, Some(10)),
+    )
+    .await;
+    let change = &first["data"]["inventorySetQuantities"]["inventoryAdjustmentGroup"]["changes"][0];
+    assert_eq!(change["delta"], -3);
+    assert_eq!(change["quantityAfterChange"], 7);
+    assert_eq!(emu.level(item, 1).unwrap().available, 7);
+    assert_eq!(emu.level(item, 1).unwrap().on_hand, 7);
+    let cost = &first["extensions"]["cost"];
+    assert!(cost["requestedQueryCost"].as_u64().unwrap() >= 10);
+    assert_eq!(cost["throttleStatus"]["maximumAvailable"], 2000.0);
+    assert_eq!(cost["throttleStatus"]["restoreRate"], 100.0);
+
+    // Replay with the same key: the original result, applied once.
+    let (_, again) = gql(
+        &emu,
+        &SET.replace("KEY", "k2"),
+        set_input(item, 7, Some(10)),
+    )
+    .await;
+    assert_eq!(again["data"], first["data"]);
+    assert_eq!(emu.level(item, 1).unwrap().available, 7);
+    assert_eq!(emu.counters()["idempotent_replays"], 1);
+    // Same key, other input: IDEMPOTENCY_KEY_PARAMETER_MISMATCH.
+    let (_, other) = gql(&emu, &SET.replace("KEY", "k2"), set_input(item, 5, Some(7))).await;
+    assert_eq!(
+        other["data"]["inventorySetQuantities"]["userErrors"][0]["code"],
+        "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"
+    );
+
+    // Queries: find the item by SKU, read its level through aliases and nested arguments.
+    let q = r#"query($loc: ID!) { inventoryItems(first: 5, query: "sku:SKU-00001") { edges { node { id sku
+        lvl: inventoryLevel(locationId: $loc) { quantities(names: ["available", "on_hand"]) { name quantity } } } } } }"#;
+    let (_, body) = gql(&emu, q, json!({"loc": "gid://shopify/Location/1"})).await;
+    let node = &body["data"]["inventoryItems"]["edges"][0]["node"];
+    assert_eq!(node["id"], format!("gid://shopify/InventoryItem/{item}"));
+    assert_eq!(
+        node["lvl"]["quantities"],
+        json!([{"name": "available", "quantity": 7}, {"name": "on_hand", "quantity": 7}])
+    );
+}
+
+#[tokio::test]
+async fn leaky_bucket_throttles_and_max_cost_is_enforced() {
+    let emu = ShopifyEmulator::start(
+        ShopifyConfig {
+            bucket_size: 60.0,
+            restore_rate: 1.0,
+            ..ShopifyConfig::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let item = emu.add_item("SKU-1", &[(1, 100)]);
+    let mut throttled = None;
+    for i in 0..10 {
+        let current = emu.level(item, 1).unwrap().available;
+        let (status, body) = gql(
+            &emu,
+            &SET.replace("KEY", &format!("t{i}")),
+            set_input(item, current - 1, Some(current)),
+        )
+        .await;
+        assert_eq!(status, 200);
+        if body["errors"][0]["extensions"]["code"] == "THROTTLED" {
+            throttled = Some((i, body));
+            break;
+        }
+    }
+    let (i, body) = throttled.expect("never throttled");
+    assert!(i >= 2, "throttled after {i} calls");
+    let status = &body["extensions"]["cost"]["throttleStatus"];
+    assert!(
+        status["currentlyAvailable"].as_f64().unwrap()
+            < body["extensions"]["cost"]["requestedQueryCost"]
+                .as_f64()
+                .unwrap()
+    );
+    assert_eq!(emu.counters()["throttled"], 1);
+
+    let big = "{ inventoryItems(first: 250) { edges { node { id inventoryLevels(first: 250) { edges { node { id } } } } } } }";
+    let (_, body) = gql(&emu, big, json!({})).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "MAX_COST_EXCEEDED",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn storefront_sells_never_below_zero_and_tells_by_signed_webhooks() {
+    let received: Arc<Mutex<Vec<(String, Value, String)>>> = Arc::default();
+    let fail_first = Arc::new(Mutex::new(true));
+    let app = {
+        let received = received.clone();
+        let fail_first = fail_first.clone();
+        axum::Router::new().route(
+            "/webhooks/shopify",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let received = received.clone();
+                let fail_first = fail_first.clone();
+                async move {
+                    let sig = headers["x-shopify-hmac-sha256"]
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    assert!(signing::verify(b"hush", body.as_bytes(), &sig));
+                    assert_eq!(
+                        headers["x-shopify-shop-domain"],
+                        "odoo-cdc-demo.myshopify.com"
+                    );
+                    assert_eq!(headers["x-shopify-api-version"], "2026-10");
+                    assert!(
+                        headers.contains_key("x-shopify-event-id")
+                            && headers.contains_key("x-shopify-webhook-id")
+                    );
+                    if std::mem::replace(&mut *fail_first.lock().unwrap(), false) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let topic = headers["x-shopify-topic"].to_str().unwrap().to_string();
+                    received.lock().unwrap().push((
+                        topic,
+                        serde_json::from_str(&body).unwrap(),
+                        sig,
+                    ));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let receiver = fixtures::emulator::Server::start(app, 0).await.unwrap();
+    let emu = ShopifyEmulator::start(
+        ShopifyConfig {
+            webhook_url: Some(format!("{}/webhooks/shopify", receiver.url())),
+            time_scale: 100.0,
+            ..ShopifyConfig::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let item = emu.add_item("SKU-HOT", &[(1, 3)]);
+    let http = reqwest::Client::new();
+    let sell = |qty: i64| {
+        http.post(format!("{}/_emulator/storefront/orders", emu.url()))
+            .json(&json!({"line_items": [{"sku": "SKU-HOT", "quantity": qty, "price": "19.99"}], "customer": {"email": "ada@example.com"}}))
+            .send()
+    };
+    let r = sell(2).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let order: Value = r.json().await.unwrap();
+    assert_eq!(
+        emu.level(item, 1).unwrap().available,
+        1,
+        "available drops at once"
+    );
+    assert_eq!(sell(2).await.unwrap().status(), 409, "never below zero");
+    assert_eq!(emu.level(item, 1).unwrap().available, 1);
+    let id = order["id"].as_u64().unwrap();
+    assert!(id > 1 << 53, "ids above 2^53");
+
+    let r = http
+        .post(format!(
+            "{}/_emulator/storefront/orders/{id}/cancel",
+            emu.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(emu.level(item, 1).unwrap().available, 3);
+
+    for _ in 0..200 {
+        if received.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    let topics: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert!(
+        topics.contains(&"orders/create") && topics.contains(&"orders/cancelled"),
+        "{topics:?} {:?}",
+        emu.deliveries()
+    );
+    let created = &got.iter().find(|(t, _, _)| t == "orders/create").unwrap().1;
+    assert_eq!(created["id"].as_u64(), Some(id));
+    assert_eq!(created["line_items"][0]["sku"], "SKU-HOT");
+    assert!(
+        emu.deliveries().iter().any(|d| d["status"] == 503),
+        "the failed first attempt was retried"
+    );
+    let history: Vec<i64> = emu
+        .history()
+        .iter()
+        .filter(|h| h.item == item)
+        .map(|h| h.available)
+        .collect();
+    assert_eq!(history, vec![3, 1, 3]);
+}
