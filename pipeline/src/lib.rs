@@ -1,4 +1,5 @@
 //! The odoo-cdc runtime and the commands of the `odoo-cdc` binary.
 
+pub mod fixtures_cmd;
 pub mod slot_cmd;
 pub mod tail;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cdc::slot::{DEFAULT_PUBLICATION, DEFAULT_SLOT};
 use cdc::Lsn;
+use pipeline::fixtures_cmd;
 use pipeline::slot_cmd::{self, TableChoice};
 use pipeline::tail::{self, TailOptions};
 
@@ -75,10 +76,34 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Test fixtures: run an emulator standalone.
+    Fixtures {
+        #[command(subcommand)]
+        action: FixturesAction,
+    },
     /// Inspect and manage the replication slot and the publication.
     Slot {
         #[command(subcommand)]
         action: SlotAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum FixturesAction {
+    /// Serve one emulator on 127.0.0.1 until interrupted.
+    Serve {
+        /// Which emulator.
+        #[arg(value_enum)]
+        emulator: fixtures_cmd::Emulator,
+        /// Port (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Emulated seconds per wall second (webhook delays, token expiry, retries).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Where the emulator sends its webhooks.
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
 }
 
@@ -176,6 +201,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "tail finished"
             );
         }
+        Command::Fixtures { action } => match action {
+            FixturesAction::Serve {
+                emulator,
+                port,
+                time_scale,
+                webhook_url,
+            } => {
+                drop(stdout);
+                fixtures_cmd::serve(emulator, port, time_scale, webhook_url).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
         Command::Slot { action } => match action {
             SlotAction::Status { src, json } => {
                 let complete =

@@ -485,3 +485,36 @@ async fn faults_and_inspection_api() {
         .unwrap();
     assert_eq!(state["orders"]["R1"]["status"], "open");
 }
+
+#[tokio::test]
+async fn fixtures_serve_runs_an_emulator_standalone() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(odoo_cdc_tests::odoo_cdc_bin())
+        .args(["fixtures", "serve", "wms", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("service wms ").map(str::to_string))
+    })
+    .await
+    .unwrap()
+    .expect("a `service wms <url>` line");
+    let http = reqwest::Client::new();
+    let state: Value = http
+        .get(format!("{url}/_emulator/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().ok();
+    let _ = child.wait();
+    assert!(state["orders"].is_object(), "{state}");
+}
