@@ -1,10 +1,11 @@
-//! `odoo-cdc fixtures serve <shopify|wms|accounting>`: run one emulator standalone so a person
+//! `odoo-cdc fixtures serve <shopify|wms|accounting|odoo>`: run one emulator standalone so a person
 //! can poke it with curl. Prints `service <name> <url>` and serves until interrupted.
 
 use std::io::Write;
 use std::time::Duration;
 
 use fixtures::emulator::accounting::{AccountingConfig, AccountingEmulator};
+use fixtures::emulator::odoo_rpc::{OdooRpcConfig, OdooRpcEmulator};
 use fixtures::emulator::shopify::{ShopifyConfig, ShopifyEmulator};
 use fixtures::emulator::wms::{WmsConfig, WmsEmulator};
 
@@ -17,6 +18,8 @@ pub enum Emulator {
     Wms,
     /// QuickBooks-style accounting.
     Accounting,
+    /// Odoo's external API (XML-RPC, JSON-RPC, JSON-2) over a fixture database (`--db`).
+    Odoo,
 }
 
 /// Serves one emulator on 127.0.0.1:`port` until Ctrl-C.
@@ -25,6 +28,7 @@ pub async fn serve(
     port: u16,
     time_scale: f64,
     webhook_url: Option<String>,
+    db: Option<String>,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     // Keep the emulator alive in this scope; each has its own handle type.
@@ -75,6 +79,23 @@ pub async fn serve(
                 out,
                 "api {url}/v3/company/{}/journalentry  (token: POST {url}/oauth2/v1/tokens/bearer, refresh token {})",
                 cfg.realm_id, cfg.refresh_token
+            )?;
+            (Box::new(e), url)
+        }
+        Emulator::Odoo => {
+            let db = db.ok_or_else(|| {
+                anyhow::anyhow!("the odoo emulator needs the fixture database: --db <postgres URL>")
+            })?;
+            let cfg = OdooRpcConfig {
+                time_scale,
+                ..OdooRpcConfig::new(&db)
+            };
+            let e = OdooRpcEmulator::start(cfg.clone(), port).await?;
+            let url = e.url();
+            writeln!(
+                out,
+                "xmlrpc {url}/xmlrpc/2/object  jsonrpc {url}/jsonrpc  (db {}, login {}, api key {})",
+                cfg.db_name, cfg.login, cfg.api_key
             )?;
             (Box::new(e), url)
         }

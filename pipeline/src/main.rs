@@ -104,6 +104,9 @@ enum FixturesAction {
         /// Where the emulator sends its webhooks.
         #[arg(long)]
         webhook_url: Option<String>,
+        /// PostgreSQL URL of the fixture database (the odoo emulator needs it).
+        #[arg(long)]
+        db: Option<String>,
     },
 }
 
@@ -207,9 +210,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 port,
                 time_scale,
                 webhook_url,
+                db,
             } => {
                 drop(stdout);
-                fixtures_cmd::serve(emulator, port, time_scale, webhook_url).await?;
+                fixtures_cmd::serve(emulator, port, time_scale, webhook_url, db).await?;
                 return Ok(ExitCode::SUCCESS);
             }
         },
