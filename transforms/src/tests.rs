@@ -1,0 +1,516 @@
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::events::{EntryKind, PickLine};
+
+fn row(cols: &[(&str, &str)]) -> Row {
+    cols.iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                if *v == "NULL" {
+                    None
+                } else {
+                    Some(v.to_string())
+                },
+            )
+        })
+        .collect()
+}
+
+fn ch(table: &str, op: Op, cols: &[(&str, &str)]) -> RowChange {
+    let r = row(cols);
+    match op {
+        Op::Delete => RowChange {
+            table: table.into(),
+            op,
+            new: None,
+            old: Some(r),
+        },
+        _ => RowChange {
+            table: table.into(),
+            op,
+            new: Some(r),
+            old: None,
+        },
+    }
+}
+
+fn txn(lsn: u64, changes: Vec<RowChange>) -> Transaction {
+    Transaction {
+        commit_lsn: lsn,
+        changes,
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn base() -> Vec<RowChange> {
+    vec![
+        ch(
+            "stock_warehouse",
+            Op::Snapshot,
+            &[("id", "1"), ("code", "WH")],
+        ),
+        ch(
+            "stock_location",
+            Op::Snapshot,
+            &[("id", "8"), ("usage", "internal"), ("warehouse_id", "1")],
+        ),
+        ch(
+            "stock_location",
+            Op::Snapshot,
+            &[("id", "9"), ("usage", "internal"), ("warehouse_id", "1")],
+        ),
+        ch(
+            "stock_location",
+            Op::Snapshot,
+            &[("id", "5"), ("usage", "customer"), ("warehouse_id", "NULL")],
+        ),
+        ch(
+            "product_product",
+            Op::Snapshot,
+            &[("id", "3"), ("default_code", "SKU-1")],
+        ),
+        ch(
+            "stock_picking_type",
+            Op::Snapshot,
+            &[("id", "2"), ("code", "outgoing"), ("warehouse_id", "1")],
+        ),
+        ch(
+            "res_partner",
+            Op::Snapshot,
+            &[
+                ("id", "10"),
+                ("name", "Ada"),
+                ("email", "ada@example.com"),
+                ("street", "1 Main St"),
+                ("city", "London"),
+                ("zip", "N1"),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn sellable_follows_quants_without_old_rows() {
+    let mut t = Transformer::new(OdooVersion::V18);
+    let mut snap = base();
+    snap.push(ch(
+        "stock_quant",
+        Op::Snapshot,
+        &[
+            ("id", "100"),
+            ("product_id", "3"),
+            ("location_id", "8"),
+            ("quantity", "10.000"),
+            ("reserved_quantity", "0"),
+        ],
+    ));
+    snap.push(ch(
+        "stock_quant",
+        Op::Snapshot,
+        &[
+            ("id", "101"),
+            ("product_id", "3"),
+            ("location_id", "9"),
+            ("quantity", "2"),
+            ("reserved_quantity", "0"),
+        ],
+    ));
+    snap.push(ch(
+        "stock_quant",
+        Op::Snapshot,
+        &[
+            ("id", "102"),
+            ("product_id", "3"),
+            ("location_id", "5"),
+            ("quantity", "-40"),
+            ("reserved_quantity", "0"),
+        ],
+    ));
+    let ev = t.apply(&txn(1, snap));
+    assert_eq!(
+        ev,
+        vec![Sourced {
+            event: RetailEvent::SellableChanged {
+                sku: "SKU-1".into(),
+                warehouse: "WH".into(),
+                qty: dec("12")
+            },
+            source_commit_lsn: 1
+        }]
+    );
+
+    // A reservation: the UPDATE carries the new row only.
+    let ev = t.apply(&txn(
+        2,
+        vec![ch(
+            "stock_quant",
+            Op::Update,
+            &[
+                ("id", "100"),
+                ("product_id", "3"),
+                ("location_id", "8"),
+                ("quantity", "10"),
+                ("reserved_quantity", "3"),
+            ],
+        )],
+    ));
+    assert_eq!(
+        ev[0].event,
+        RetailEvent::SellableChanged {
+            sku: "SKU-1".into(),
+            warehouse: "WH".into(),
+            qty: dec("9")
+        }
+    );
+
+    // Delivery: on hand and reservation fall together, the customer location grows: no change.
+    let ev = t.apply(&txn(
+        3,
+        vec![
+            ch(
+                "stock_quant",
+                Op::Update,
+                &[
+                    ("id", "100"),
+                    ("product_id", "3"),
+                    ("location_id", "8"),
+                    ("quantity", "7"),
+                    ("reserved_quantity", "0"),
+                ],
+            ),
+            ch(
+                "stock_quant",
+                Op::Update,
+                &[
+                    ("id", "102"),
+                    ("product_id", "3"),
+                    ("location_id", "5"),
+                    ("quantity", "-37"),
+                    ("reserved_quantity", "0"),
+                ],
+            ),
+        ],
+    ));
+    assert!(ev.is_empty(), "{ev:?}");
+
+    // The same row written twice in one transaction: one event with the final quantity.
+    let ev = t.apply(&txn(
+        4,
+        vec![
+            ch(
+                "stock_quant",
+                Op::Update,
+                &[
+                    ("id", "101"),
+                    ("product_id", "3"),
+                    ("location_id", "9"),
+                    ("quantity", "5"),
+                    ("reserved_quantity", "0"),
+                ],
+            ),
+            ch(
+                "stock_quant",
+                Op::Update,
+                &[
+                    ("id", "101"),
+                    ("product_id", "3"),
+                    ("location_id", "9"),
+                    ("quantity", "6"),
+                    ("reserved_quantity", "1"),
+                ],
+            ),
+        ],
+    ));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        ev[0].event,
+        RetailEvent::SellableChanged {
+            sku: "SKU-1".into(),
+            warehouse: "WH".into(),
+            qty: dec("12")
+        }
+    );
+
+    // A delete carries only the key.
+    let ev = t.apply(&txn(
+        5,
+        vec![ch("stock_quant", Op::Delete, &[("id", "100")])],
+    ));
+    assert_eq!(
+        ev[0].event,
+        RetailEvent::SellableChanged {
+            sku: "SKU-1".into(),
+            warehouse: "WH".into(),
+            qty: dec("5")
+        }
+    );
+    assert_eq!(t.inventory.sellable("SKU-1", "WH"), Some(dec("5")));
+}
+
+#[test]
+fn ready_outgoing_pickings_are_requested_once_and_cancellations_follow() {
+    let mut t = Transformer::new(OdooVersion::V18);
+    t.apply(&txn(1, base()));
+    let confirm = vec![
+        ch(
+            "stock_picking",
+            Op::Insert,
+            &[
+                ("id", "21"),
+                ("name", "WH/OUT/00017"),
+                ("state", "draft"),
+                ("picking_type_id", "2"),
+                ("partner_id", "10"),
+            ],
+        ),
+        ch(
+            "stock_move",
+            Op::Insert,
+            &[
+                ("id", "43"),
+                ("picking_id", "21"),
+                ("product_id", "3"),
+                ("product_uom_qty", "2.00"),
+                ("state", "confirmed"),
+            ],
+        ),
+        ch(
+            "stock_move",
+            Op::Insert,
+            &[
+                ("id", "44"),
+                ("picking_id", "21"),
+                ("product_id", "3"),
+                ("product_uom_qty", "1.00"),
+                ("state", "confirmed"),
+            ],
+        ),
+        ch(
+            "stock_move",
+            Op::Update,
+            &[
+                ("id", "43"),
+                ("picking_id", "21"),
+                ("product_id", "3"),
+                ("product_uom_qty", "2.00"),
+                ("state", "assigned"),
+            ],
+        ),
+        ch(
+            "stock_picking",
+            Op::Update,
+            &[
+                ("id", "21"),
+                ("name", "WH/OUT/00017"),
+                ("state", "assigned"),
+                ("picking_type_id", "2"),
+                ("partner_id", "10"),
+            ],
+        ),
+    ];
+    let ev = t.apply(&txn(2, confirm));
+    assert_eq!(ev.len(), 1);
+    let RetailEvent::FulfillmentRequested {
+        reference,
+        warehouse,
+        lines,
+        ship_to,
+        ..
+    } = &ev[0].event
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(reference, "WH/OUT/00017");
+    assert_eq!(warehouse, "WH");
+    assert_eq!(
+        lines,
+        &vec![PickLine {
+            sku: "SKU-1".into(),
+            quantity: dec("3")
+        }]
+    );
+    assert_eq!(ship_to.city.as_deref(), Some("London"));
+    let json = serde_json::to_string(&ev[0].event).unwrap();
+    assert!(
+        !json.contains("ada@example.com") && !json.contains("price"),
+        "the WMS gets no email or prices: {json}"
+    );
+
+    // Written again while ready: no second request.
+    let ev = t.apply(&txn(
+        3,
+        vec![ch(
+            "stock_picking",
+            Op::Update,
+            &[
+                ("id", "21"),
+                ("name", "WH/OUT/00017"),
+                ("state", "assigned"),
+                ("picking_type_id", "2"),
+                ("partner_id", "10"),
+            ],
+        )],
+    ));
+    assert!(ev.is_empty());
+    let ev = t.apply(&txn(
+        4,
+        vec![ch(
+            "stock_picking",
+            Op::Update,
+            &[
+                ("id", "21"),
+                ("name", "WH/OUT/00017"),
+                ("state", "cancel"),
+                ("picking_type_id", "2"),
+                ("partner_id", "10"),
+            ],
+        )],
+    ));
+    assert_eq!(
+        ev[0].event,
+        RetailEvent::FulfillmentCancelled {
+            reference: "WH/OUT/00017".into()
+        }
+    );
+}
+
+fn accounts() -> Vec<RowChange> {
+    vec![
+        ch(
+            "account_account",
+            Op::Snapshot,
+            &[
+                ("id", "1"),
+                ("code_store", r#"{"1": "121000"}"#),
+                ("account_type", "asset_receivable"),
+            ],
+        ),
+        ch(
+            "account_account",
+            Op::Snapshot,
+            &[
+                ("id", "2"),
+                ("code_store", r#"{"1": "400000"}"#),
+                ("account_type", "income"),
+            ],
+        ),
+        ch(
+            "res_currency",
+            Op::Snapshot,
+            &[("id", "1"), ("name", "USD")],
+        ),
+        ch(
+            "res_partner",
+            Op::Snapshot,
+            &[("id", "10"), ("name", "Ada"), ("email", "ada@example.com")],
+        ),
+    ]
+}
+
+fn mv(id: &str, name: &str, state: &str, ty: &str, reversed: &str) -> RowChange {
+    ch(
+        "account_move",
+        Op::Update,
+        &[
+            ("id", id),
+            ("name", name),
+            ("state", state),
+            ("move_type", ty),
+            ("partner_id", "10"),
+            ("currency_id", "1"),
+            ("date", "2026-11-29"),
+            ("reversed_entry_id", reversed),
+        ],
+    )
+}
+
+fn line(id: &str, move_id: &str, account: &str, debit: &str, credit: &str) -> RowChange {
+    ch(
+        "account_move_line",
+        Op::Insert,
+        &[
+            ("id", id),
+            ("move_id", move_id),
+            ("account_id", account),
+            ("debit", debit),
+            ("credit", credit),
+            ("name", "Desk"),
+        ],
+    )
+}
+
+#[test]
+fn posted_moves_become_balanced_journal_entries_once() {
+    let mut t = Transformer::new(OdooVersion::V18);
+    t.apply(&txn(1, accounts()));
+    let ev = t.apply(&txn(
+        2,
+        vec![
+            mv("7", "/", "draft", "out_invoice", "NULL"),
+            line("70", "7", "1", "115.00", "0"),
+            line("71", "7", "2", "0", "115.00"),
+        ],
+    ));
+    assert!(ev.is_empty(), "drafts are not booked");
+    let ev = t.apply(&txn(
+        3,
+        vec![mv("7", "INV/2026/00001", "posted", "out_invoice", "NULL")],
+    ));
+    let RetailEvent::JournalEntry(e) = &ev[0].event else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (e.move_id, e.posting, e.name.as_str()),
+        (7, 1, "INV/2026/00001")
+    );
+    assert_eq!(e.kind, EntryKind::Invoice);
+    assert_eq!(e.currency.as_deref(), Some("USD"));
+    assert_eq!(e.customer, Some((10, "Ada".into())));
+    assert_eq!(e.lines[0].account_code, "121000");
+    assert_eq!(e.lines[0].debit, dec("115"));
+    let json = serde_json::to_string(&ev[0].event).unwrap();
+    assert!(!json.contains("ada@example.com"), "no email to accounting");
+    // Another write of the posted move books nothing new.
+    assert!(t
+        .apply(&txn(
+            4,
+            vec![mv("7", "INV/2026/00001", "posted", "out_invoice", "NULL")]
+        ))
+        .is_empty());
+
+    // A credit note names the invoice it reverses; an unbalanced move goes to the DLQ.
+    let ev = t.apply(&txn(
+        5,
+        vec![
+            mv("8", "RINV/2026/00001", "posted", "out_refund", "7"),
+            line("80", "8", "2", "115", "0"),
+            line("81", "8", "1", "0", "115"),
+        ],
+    ));
+    let RetailEvent::JournalEntry(e) = &ev[0].event else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        e.kind,
+        EntryKind::CreditNote {
+            reverses: Some("INV/2026/00001".into())
+        }
+    );
+    let ev = t.apply(&txn(
+        6,
+        vec![
+            mv("9", "MISC/2026/00001", "posted", "entry", "NULL"),
+            line("90", "9", "1", "10", "0"),
+            line("91", "9", "2", "0", "9"),
+        ],
+    ));
+    assert!(
+        matches!(&ev[0].event, RetailEvent::Unmappable { reason, .. } if reason.contains("not balanced")),
+        "{ev:?}"
+    );
+}
