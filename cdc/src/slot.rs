@@ -26,6 +26,8 @@ pub const ODOO_TABLES: &[&str] = &[
     "res_partner",
     "account_move",
     "account_move_line",
+    "account_account",
+    "res_currency",
 ];
 
 /// What `slot status` reports.

@@ -1,5 +1,6 @@
 //! The odoo-cdc runtime and the commands of the `odoo-cdc` binary.
 
+pub mod capture;
 pub mod fixtures_cmd;
 pub mod slot_cmd;
 pub mod tail;
