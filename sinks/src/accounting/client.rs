@@ -1,0 +1,166 @@
+//! The accounting API client: OAuth2 bearer tokens renewed with the rolling refresh token
+//! (the newest one is handed to a [`TokenStore`] before it is used), journal entries with a
+//! `requestid`, and the batch endpoint.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::config::AccountingConfig;
+use crate::policy::{from_response, from_transport, Class, SinkError};
+
+/// Where the newest refresh token is kept (PostgreSQL in production): a refresh token rolls on
+/// every use, so losing the newest one locks odoo-cdc out.
+pub trait TokenStore: Send + Sync {
+    /// The refresh token to use.
+    fn load(&self) -> Option<String>;
+    /// Persists a new refresh token; called before the old one is dropped.
+    fn save(&self, token: &str) -> Result<(), String>;
+}
+
+/// A token store in memory (tests, the demo).
+#[derive(Debug, Default)]
+pub struct MemoryTokens(pub std::sync::Mutex<Option<String>>);
+
+impl TokenStore for MemoryTokens {
+    fn load(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn save(&self, token: &str) -> Result<(), String> {
+        *self
+            .0
+            .lock()
+            .map_err(|_| "token store poisoned".to_string())? = Some(token.to_string());
+        Ok(())
+    }
+}
+
+/// The accounting client.
+pub struct AccountingClient {
+    cfg: AccountingConfig,
+    http: reqwest::Client,
+    tokens: Box<dyn TokenStore>,
+    access: Option<(String, Instant)>,
+}
+
+impl AccountingClient {
+    /// A client; tokens come from `tokens`.
+    pub fn new(cfg: AccountingConfig, tokens: Box<dyn TokenStore>) -> Result<Self, SinkError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| SinkError::permanent(format!("http client: {e}")))?;
+        Ok(Self {
+            cfg,
+            http,
+            tokens,
+            access: None,
+        })
+    }
+
+    async fn refresh(&mut self) -> Result<String, SinkError> {
+        let refresh = self.tokens.load().ok_or_else(|| {
+            SinkError::permanent("no refresh token: authorize odoo-cdc with the accounting system")
+        })?;
+        let resp = self
+            .http
+            .post(format!("{}/oauth2/v1/tokens/bearer", self.cfg.base_url))
+            .basic_auth(&self.cfg.client_id, Some(&self.cfg.client_secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=refresh_token&refresh_token={refresh}"))
+            .send()
+            .await
+            .map_err(|e| from_transport("token refresh", e))?;
+        let status = resp.status().as_u16();
+        let retry = crate::retry_after(&resp);
+        let text = resp.text().await.unwrap_or_default();
+        if status != 200 {
+            return Err(from_response(
+                "token refresh",
+                status,
+                retry.as_deref(),
+                &text,
+            ));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| SinkError::transient(format!("token refresh: bad answer: {e}")))?;
+        let access = v["access_token"]
+            .as_str()
+            .ok_or_else(|| SinkError::transient("token refresh: no access_token"))?
+            .to_string();
+        if let Some(new_refresh) = v["refresh_token"].as_str() {
+            self.tokens
+                .save(new_refresh)
+                .map_err(|e| SinkError::transient(format!("persisting the refresh token: {e}")))?;
+        }
+        let ttl = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
+        // Renew a minute early.
+        self.access = Some((
+            access.clone(),
+            Instant::now() + ttl.saturating_sub(Duration::from_secs(60)),
+        ));
+        Ok(access)
+    }
+
+    async fn token(&mut self) -> Result<String, SinkError> {
+        match &self.access {
+            Some((t, until)) if Instant::now() < *until => Ok(t.clone()),
+            _ => self.refresh().await,
+        }
+    }
+
+    /// POSTs to the company API with a requestid; renews the token once on 401.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        requestid: &str,
+        body: &Value,
+    ) -> Result<Value, SinkError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let resp = self
+                .http
+                .post(format!(
+                    "{}/v3/company/{}/{path}",
+                    self.cfg.base_url, self.cfg.realm_id
+                ))
+                .query(&[("requestid", requestid), ("minorversion", "75")])
+                .bearer_auth(&token)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| from_transport(path, e))?;
+            let status = resp.status().as_u16();
+            let retry = crate::retry_after(&resp);
+            let text = resp.text().await.unwrap_or_default();
+            if status == 401 && attempt == 0 {
+                self.access = None;
+                continue;
+            }
+            if status != 200 {
+                return Err(from_response(path, status, retry.as_deref(), &text));
+            }
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| SinkError::transient(format!("{path}: bad answer: {e}")))?;
+            if let Some(f) = v.get("Fault") {
+                // A Fault inside a 200 is still a fault.
+                return Err(SinkError {
+                    class: Class::Permanent,
+                    message: format!("{path}: {f}"),
+                    retry_after: None,
+                    source: None,
+                });
+            }
+            return Ok(v);
+        }
+        Err(SinkError::transient(format!(
+            "{path}: unauthorized after a token refresh"
+        )))
+    }
+
+    /// The entry JSON of the batch or single endpoint.
+    pub fn batch_body(items: &[(String, Value)]) -> Value {
+        json!({"BatchItemRequest": items.iter().map(|(bid, e)| json!({"bId": bid, "operation": "create", "JournalEntry": e})).collect::<Vec<_>>()})
+    }
+}

@@ -1,0 +1,9 @@
+//! The accounting (QuickBooks-style) sink.
+
+pub mod client;
+pub mod config;
+pub mod sink;
+
+pub use client::{AccountingClient, MemoryTokens, TokenStore};
+pub use config::{AccountingConfig, Mode};
+pub use sink::{request_id, AccountingSink};

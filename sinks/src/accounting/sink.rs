@@ -1,0 +1,188 @@
+//! The accounting sink: every posted Odoo move booked exactly once, idempotent through a
+//! `requestid` derived from the move and its posting (stable across retries and restarts).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use transforms::events::JournalEntry;
+use transforms::RetailEvent;
+
+use super::client::AccountingClient;
+use super::config::{Mode, MAX_BATCH};
+use crate::policy::SinkError;
+
+/// The `requestid` of an entry: `odoo-move-<id>-p<posting>` (at most 50 characters).
+pub fn request_id(e: &JournalEntry) -> String {
+    let id = format!("odoo-move-{}-p{}", e.move_id, e.posting);
+    id.chars().take(50).collect()
+}
+
+/// The accounting sink.
+pub struct AccountingSink {
+    client: AccountingClient,
+    account_map: BTreeMap<String, String>,
+    mode: Mode,
+}
+
+/// The outcome of one entry in a batch.
+#[derive(Debug)]
+pub struct ItemResult {
+    /// The Odoo move.
+    pub move_id: i64,
+    /// Success, or why not.
+    pub result: Result<(), SinkError>,
+}
+
+impl AccountingSink {
+    /// A sink over a client with an account map.
+    pub fn new(
+        client: AccountingClient,
+        account_map: BTreeMap<String, String>,
+        mode: Mode,
+    ) -> Self {
+        Self {
+            client,
+            account_map,
+            mode,
+        }
+    }
+
+    /// Whether this sink wants the event.
+    pub fn wants(event: &RetailEvent) -> bool {
+        matches!(event, RetailEvent::JournalEntry(_))
+    }
+
+    /// The accounting system's JournalEntry for an Odoo entry; a missing account mapping is
+    /// permanent (it goes to the DLQ until the mapping is fixed).
+    pub fn to_body(&self, e: &JournalEntry) -> Result<Value, SinkError> {
+        let mut lines = Vec::new();
+        for l in &e.lines {
+            let account = self.account_map.get(&l.account_code).ok_or_else(|| {
+                SinkError::permanent(format!(
+                    "{}: no account mapping for Odoo account {}",
+                    e.name, l.account_code
+                ))
+            })?;
+            let (amount, posting) = if l.debit > l.credit {
+                (l.debit - l.credit, "Debit")
+            } else {
+                (l.credit - l.debit, "Credit")
+            };
+            let mut detail = json!({"PostingType": posting, "AccountRef": {"value": account}});
+            if let Some((id, name)) = &e.customer {
+                if l.account_type == "asset_receivable" {
+                    detail["Entity"] = json!({"Type": "Customer", "EntityRef": {"value": id.to_string(), "name": name}});
+                }
+            }
+            let amount: Value =
+                serde_json::from_str(&amount.normalize().to_string()).map_err(|_| {
+                    SinkError::permanent(format!("{}: amount {amount} is not a number", e.name))
+                })?;
+            lines.push(json!({"Amount": amount, "DetailType": "JournalEntryLineDetail", "Description": l.description, "JournalEntryLineDetail": detail}));
+        }
+        let mut body = json!({"DocNumber": e.name.chars().take(21).collect::<String>(), "Line": lines, "PrivateNote": format!("odoo account.move {}", e.move_id)});
+        if let Some(d) = &e.date {
+            body["TxnDate"] = json!(d);
+        }
+        if let Some(c) = &e.currency {
+            body["CurrencyRef"] = json!({"value": c});
+        }
+        Ok(body)
+    }
+
+    /// Books one entry (real-time mode).
+    pub async fn deliver(&mut self, e: &JournalEntry) -> Result<(), SinkError> {
+        let body = self.to_body(e)?;
+        self.client
+            .post("journalentry", &request_id(e), &body)
+            .await
+            .map(drop)
+    }
+
+    /// Books several entries: one call each in real-time mode, batches of at most 30 otherwise.
+    /// Returns one result per entry (a Fault inside a batch concerns only its item).
+    pub async fn deliver_all(&mut self, entries: &[JournalEntry]) -> Vec<ItemResult> {
+        let mut out = Vec::new();
+        match self.mode {
+            Mode::RealTime => {
+                for e in entries {
+                    let result = self.deliver(e).await;
+                    out.push(ItemResult {
+                        move_id: e.move_id,
+                        result,
+                    });
+                }
+            }
+            Mode::Batch { size, .. } => {
+                for chunk in entries.chunks(size.clamp(1, MAX_BATCH)) {
+                    let mut items = Vec::new();
+                    for e in chunk {
+                        match self.to_body(e) {
+                            Ok(b) => items.push((request_id(e), b, e.move_id)),
+                            Err(err) => out.push(ItemResult {
+                                move_id: e.move_id,
+                                result: Err(err),
+                            }),
+                        }
+                    }
+                    if items.is_empty() {
+                        continue;
+                    }
+                    let body = AccountingClient::batch_body(
+                        &items
+                            .iter()
+                            .map(|(r, b, _)| (r.clone(), b.clone()))
+                            .collect::<Vec<_>>(),
+                    );
+                    // The batch's own requestid: the first and last item make it stable for a retry of the same chunk.
+                    let batch_id = format!("batch-{}-{}", items[0].0, items.len())
+                        .chars()
+                        .take(50)
+                        .collect::<String>();
+                    match self.client.post("batch", &batch_id, &body).await {
+                        Err(e) => {
+                            let transient = e.is_transient();
+                            for (_, _, move_id) in &items {
+                                let err = if transient {
+                                    SinkError::transient(e.message.clone())
+                                } else {
+                                    SinkError::permanent(e.message.clone())
+                                };
+                                out.push(ItemResult {
+                                    move_id: *move_id,
+                                    result: Err(err),
+                                });
+                            }
+                        }
+                        Ok(v) => {
+                            let responses = v["BatchItemResponse"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default();
+                            for (rid, _, move_id) in &items {
+                                let r = responses
+                                    .iter()
+                                    .find(|r| r["bId"].as_str() == Some(rid.as_str()));
+                                let result = match r {
+                                    Some(r) if r.get("JournalEntry").is_some() => Ok(()),
+                                    Some(r) => Err(SinkError::permanent(format!(
+                                        "move {move_id}: {}",
+                                        r.get("Fault").cloned().unwrap_or(Value::Null)
+                                    ))),
+                                    None => Err(SinkError::transient(format!(
+                                        "move {move_id}: missing from the batch answer"
+                                    ))),
+                                };
+                                out.push(ItemResult {
+                                    move_id: *move_id,
+                                    result,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
