@@ -8,6 +8,7 @@
 
 pub mod accounting;
 pub mod policy;
+pub mod shopify;
 pub mod wms;
 
 pub use policy::{Class, SinkError};

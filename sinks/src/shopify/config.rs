@@ -1,0 +1,37 @@
+//! Shopify inventory sink settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most quantities in one `inventorySetQuantities` call.
+pub const MAX_QUANTITIES: usize = 250;
+
+/// Where and how to reach Shopify, and how Odoo maps onto it.
+#[derive(Clone)]
+pub struct ShopifyConfig {
+    /// Admin GraphQL endpoint (`https://<shop>.myshopify.com/admin/api/2026-10/graphql.json`).
+    pub graphql_url: String,
+    /// Admin API access token (never logged).
+    pub access_token: String,
+    /// Odoo warehouse code -> Shopify location gid.
+    pub location_map: BTreeMap<String, String>,
+    /// SKU -> inventory item gid; SKUs not listed are resolved once through the API.
+    pub sku_map: BTreeMap<String, String>,
+    /// Units held back from Shopify for every SKU.
+    pub safety_stock: i64,
+    /// Per-SKU safety stock overrides.
+    pub safety_stock_by_sku: BTreeMap<String, i64>,
+    /// Request timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ShopifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShopifyConfig")
+            .field("graphql_url", &self.graphql_url)
+            .field("access_token", &"***")
+            .field("location_map", &self.location_map)
+            .field("safety_stock", &self.safety_stock)
+            .finish()
+    }
+}

@@ -1,0 +1,352 @@
+//! The Shopify inventory sink: Odoo's sellable quantity, less what Shopify has sold that Odoo
+//! has not reserved yet and less safety stock, written to Shopify `available` with
+//! compare-and-swap — never giving back a unit Shopify already sold.
+//!
+//! Per (inventory item, location) the sink keeps `last_known` (what Shopify holds, from our own
+//! successful writes and reads) and the [`Guard`]'s `pending` (units of orders received by
+//! webhook whose reservation is not visible in the stream yet) and `unexplained` (units Shopify
+//! lost that no webhook has explained yet). Target = sellable - pending - unexplained - safety
+//! stock, clamped at 0; written with `changeFromQuantity = last_known`. On
+//! `CHANGE_FROM_QUANTITY_STALE` the level is read again: a drop we did not cause is a sale whose
+//! webhook is still coming (`unexplained`); a rise is a manual change that Odoo, the system of
+//! record, overrides. Events are coalesced: only the newest target per key is sent, up to 250
+//! quantities per call, each call with an `@idempotent` key derived from its content.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use transforms::RetailEvent;
+
+use super::client::ShopifyClient;
+use super::config::{ShopifyConfig, MAX_QUANTITIES};
+use crate::policy::SinkError;
+
+/// (inventory item gid, location gid).
+pub type LevelKey = (String, String);
+
+/// Units Shopify sold that Odoo's stream does not show yet.
+#[derive(Debug, Default, Clone)]
+pub struct Guard {
+    pending: HashMap<LevelKey, i64>,
+    unexplained: HashMap<LevelKey, i64>,
+}
+
+impl Guard {
+    /// Units to hold back from a level.
+    pub fn hold(&self, key: &LevelKey) -> i64 {
+        self.pending.get(key).copied().unwrap_or(0)
+            + self.unexplained.get(key).copied().unwrap_or(0)
+    }
+
+    /// Shopify lost units that no webhook explains yet.
+    pub fn note_drop(&mut self, key: &LevelKey, units: i64) {
+        *self.unexplained.entry(key.clone()).or_default() += units;
+    }
+
+    /// An order webhook arrived for these units: they move from unexplained to pending.
+    pub fn order_received(&mut self, key: &LevelKey, units: i64) {
+        let u = self.unexplained.entry(key.clone()).or_default();
+        let explained = (*u).min(units);
+        *u -= explained;
+        *self.pending.entry(key.clone()).or_default() += units;
+    }
+
+    /// The order's reservation is now inside Odoo's sellable (the stream passed its fence).
+    pub fn reservation_visible(&mut self, key: &LevelKey, units: i64) {
+        let p = self.pending.entry(key.clone()).or_default();
+        *p = (*p - units).max(0);
+    }
+
+    /// (pending, unexplained) of a level.
+    pub fn get(&self, key: &LevelKey) -> (i64, i64) {
+        (
+            self.pending.get(key).copied().unwrap_or(0),
+            self.unexplained.get(key).copied().unwrap_or(0),
+        )
+    }
+}
+
+/// What one delivery did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Quantities written.
+    pub written: usize,
+    /// Keys (`sku@warehouse`) that failed for good, with the reason.
+    pub failed: Vec<(String, SinkError)>,
+    /// Compare-and-swap conflicts resolved by re-reading.
+    pub stale: usize,
+}
+
+/// The Shopify inventory sink.
+pub struct ShopifySink {
+    cfg: ShopifyConfig,
+    /// The API client (public for its counters).
+    pub client: ShopifyClient,
+    items: HashMap<String, String>,
+    last_known: HashMap<LevelKey, i64>,
+    sellable: BTreeMap<(String, String), Decimal>,
+    /// The oversell guard.
+    pub guard: Guard,
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+const SET: &str = "mutation Set($input: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $input) @idempotent(key: \"KEY\") { inventoryAdjustmentGroup { id } userErrors { code field message } } }";
+
+impl ShopifySink {
+    /// A sink.
+    pub fn new(cfg: ShopifyConfig) -> Result<Self, SinkError> {
+        let client = ShopifyClient::new(cfg.clone())?;
+        let items = cfg.sku_map.clone().into_iter().collect();
+        Ok(Self {
+            cfg,
+            client,
+            items,
+            last_known: HashMap::new(),
+            sellable: BTreeMap::new(),
+            guard: Guard::default(),
+        })
+    }
+
+    /// Whether this sink wants the event.
+    pub fn wants(event: &RetailEvent) -> bool {
+        matches!(event, RetailEvent::SellableChanged { .. })
+    }
+
+    /// What Shopify holds for a level, as far as the sink knows.
+    pub fn last_known(&self, key: &LevelKey) -> Option<i64> {
+        self.last_known.get(key).copied()
+    }
+
+    async fn resolve_items(&mut self, skus: &[String]) -> Result<(), SinkError> {
+        let missing: Vec<&String> = skus
+            .iter()
+            .filter(|s| !self.items.contains_key(*s))
+            .collect();
+        for chunk in missing.chunks(20) {
+            let fields: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, sku)| {
+                    format!(
+                        "s{i}: inventoryItems(first: 1, query: {}) {{ nodes {{ id sku }} }}",
+                        json!(format!("sku:{sku}"))
+                    )
+                })
+                .collect();
+            self.client.pace(2.0 + 3.0 * chunk.len() as f64).await;
+            let data = self
+                .client
+                .graphql(&format!("{{ {} }}", fields.join(" ")), json!({}))
+                .await?;
+            for (i, sku) in chunk.iter().enumerate() {
+                if let Some(id) = data[format!("s{i}")]["nodes"][0]["id"].as_str() {
+                    self.items.insert((*sku).clone(), id.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_levels(
+        &mut self,
+        keys: &[LevelKey],
+    ) -> Result<HashMap<LevelKey, Option<i64>>, SinkError> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(20) {
+            let fields: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (item, loc))| {
+                    format!(
+                        "l{i}: inventoryItem(id: {}) {{ inventoryLevel(locationId: {}) {{ quantities(names: [\"available\"]) {{ name quantity }} }} }}",
+                        json!(item),
+                        json!(loc)
+                    )
+                })
+                .collect();
+            self.client.pace(1.0 + 3.0 * chunk.len() as f64).await;
+            let data = self
+                .client
+                .graphql(&format!("{{ {} }}", fields.join(" ")), json!({}))
+                .await?;
+            for (i, key) in chunk.iter().enumerate() {
+                let q =
+                    data[format!("l{i}")]["inventoryLevel"]["quantities"][0]["quantity"].as_i64();
+                out.insert(key.clone(), q);
+            }
+        }
+        Ok(out)
+    }
+
+    fn safety(&self, sku: &str) -> i64 {
+        self.cfg
+            .safety_stock_by_sku
+            .get(sku)
+            .copied()
+            .unwrap_or(self.cfg.safety_stock)
+    }
+
+    /// Delivers sellable changes. `Err` is a transient failure of the whole call (retry it);
+    /// keys that fail for good are in the report.
+    pub async fn deliver(&mut self, events: &[RetailEvent]) -> Result<Report, SinkError> {
+        let mut report = Report::default();
+        // Coalesce: only the newest quantity per (sku, warehouse) matters.
+        let mut dirty: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+        for e in events {
+            if let RetailEvent::SellableChanged {
+                sku,
+                warehouse,
+                qty,
+            } = e
+            {
+                dirty.insert((sku.clone(), warehouse.clone()), *qty);
+                self.sellable.insert((sku.clone(), warehouse.clone()), *qty);
+            }
+        }
+        let skus: Vec<String> = dirty.keys().map(|(s, _)| s.clone()).collect();
+        self.resolve_items(&skus).await?;
+        let mut targets: Vec<(String, LevelKey)> = Vec::new();
+        for (sku, wh) in dirty.keys() {
+            let label = format!("{sku}@{wh}");
+            let Some(loc) = self.cfg.location_map.get(wh) else {
+                report.failed.push((
+                    label,
+                    SinkError::permanent(format!("warehouse {wh} has no Shopify location mapping")),
+                ));
+                continue;
+            };
+            let Some(item) = self.items.get(sku) else {
+                report.failed.push((
+                    label,
+                    SinkError::permanent(format!("SKU {sku} is not in Shopify")),
+                ));
+                continue;
+            };
+            targets.push((sku.clone(), (item.clone(), loc.clone())));
+        }
+        let unknown: Vec<LevelKey> = targets
+            .iter()
+            .map(|(_, k)| k.clone())
+            .filter(|k| !self.last_known.contains_key(k))
+            .collect();
+        for (k, v) in self.read_levels(&unknown).await? {
+            match v {
+                Some(q) => {
+                    self.last_known.insert(k, q);
+                }
+                None => {
+                    if let Some((sku, _)) = targets.iter().find(|(_, key)| *key == k) {
+                        report.failed.push((
+                            sku.clone(),
+                            SinkError::permanent(format!("{} is not stocked at {}", k.0, k.1)),
+                        ));
+                    }
+                }
+            }
+        }
+        targets.retain(|(_, k)| self.last_known.contains_key(k));
+        for chunk in targets.chunks(MAX_QUANTITIES) {
+            self.write_chunk(chunk, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    fn target(&self, sku: &str, key: &LevelKey) -> Option<i64> {
+        let wh = self
+            .cfg
+            .location_map
+            .iter()
+            .find(|(_, l)| **l == key.1)
+            .map(|(w, _)| w.clone())?;
+        let sellable = self
+            .sellable
+            .get(&(sku.to_string(), wh))?
+            .floor()
+            .to_i64()?;
+        Some((sellable - self.guard.hold(key) - self.safety(sku)).max(0))
+    }
+
+    async fn write_chunk(
+        &mut self,
+        chunk: &[(String, LevelKey)],
+        report: &mut Report,
+    ) -> Result<(), SinkError> {
+        for _round in 0..5 {
+            let mut quantities = Vec::new();
+            let mut sent: Vec<(LevelKey, i64)> = Vec::new();
+            for (sku, key) in chunk {
+                let (Some(target), Some(from)) =
+                    (self.target(sku, key), self.last_known.get(key).copied())
+                else {
+                    continue;
+                };
+                if target == from {
+                    continue;
+                }
+                quantities.push(json!({"inventoryItemId": key.0, "locationId": key.1, "quantity": target, "changeFromQuantity": from}));
+                sent.push((key.clone(), target));
+            }
+            if quantities.is_empty() {
+                return Ok(());
+            }
+            let input = json!({"name": "available", "reason": "correction", "referenceDocumentUri": "odoo-cdc://inventory", "quantities": quantities});
+            let key = format!("odoo-cdc-{:016x}", fnv(&input.to_string()));
+            self.client.pace(12.0).await;
+            let data = self
+                .client
+                .graphql(&SET.replace("KEY", &key), json!({"input": input}))
+                .await?;
+            let errors = data["inventorySetQuantities"]["userErrors"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if errors.is_empty() {
+                for (k, t) in sent {
+                    self.last_known.insert(k, t);
+                }
+                report.written += quantities.len();
+                return Ok(());
+            }
+            // The mutation is atomic: nothing was applied. Re-read stale levels and try again.
+            let mut stale_keys = Vec::new();
+            for e in &errors {
+                let idx = e["field"]
+                    .as_array()
+                    .and_then(|f| f.get(2))
+                    .and_then(Value::as_str)
+                    .and_then(|i| i.parse::<usize>().ok());
+                let Some((k, _)) = idx.and_then(|i| sent.get(i)) else {
+                    return Err(SinkError::permanent(format!("inventorySetQuantities: {e}")));
+                };
+                if e["code"] == "CHANGE_FROM_QUANTITY_STALE" {
+                    stale_keys.push(k.clone());
+                } else {
+                    return Err(SinkError::permanent(format!(
+                        "inventorySetQuantities for {}: {}",
+                        k.0, e["message"]
+                    )));
+                }
+            }
+            report.stale += stale_keys.len();
+            for (k, v) in self.read_levels(&stale_keys).await? {
+                let Some(current) = v else { continue };
+                let before = self.last_known.get(&k).copied().unwrap_or(current);
+                if current < before {
+                    // Sold in Shopify, not yet seen in Odoo: never give these units back.
+                    self.guard.note_drop(&k, before - current);
+                }
+                self.last_known.insert(k, current);
+            }
+        }
+        Err(SinkError::transient(
+            "inventorySetQuantities: levels keep changing; will retry",
+        ))
+    }
+}
