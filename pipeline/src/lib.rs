@@ -1,6 +1,7 @@
 //! The odoo-cdc runtime and the commands of the `odoo-cdc` binary.
 
 pub mod capture;
+pub mod config;
 pub mod fixtures_cmd;
 pub mod slot_cmd;
 pub mod tail;

@@ -76,6 +76,12 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Validate a configuration file (secrets from the environment); names the bad field.
+    CheckConfig {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+    },
     /// Test fixtures: run an emulator standalone.
     Fixtures {
         #[command(subcommand)]
@@ -203,6 +209,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 reconnects = summary.reconnects,
                 "tail finished"
             );
+        }
+        Command::CheckConfig { config } => {
+            let text = std::fs::read_to_string(&config)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
+            let mut cfg: pipeline::config::Config = match text.parse() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("odoo-cdc: {}: {e}", config.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            cfg.apply_env(&|k| std::env::var(k).ok());
+            if let Err(e) = cfg.validate() {
+                eprintln!("odoo-cdc: {}: {e}", config.display());
+                return Ok(ExitCode::from(2));
+            }
+            let sinks: Vec<&str> = [
+                cfg.sinks.shopify.as_ref().map(|_| "shopify"),
+                cfg.sinks.wms.as_ref().map(|_| "wms"),
+                cfg.sinks.accounting.as_ref().map(|_| "accounting"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            use std::io::Write;
+            writeln!(
+                stdout,
+                "{}: ok (slot {}, publication {}, sinks: {})",
+                config.display(),
+                cfg.source.slot,
+                cfg.source.publication,
+                sinks.join(", ")
+            )?;
         }
         Command::Fixtures { action } => match action {
             FixturesAction::Serve {

@@ -1,0 +1,455 @@
+//! `odoo-cdc.toml`: one typed configuration, `deny_unknown_fields`, named defaults, secrets
+//! from the environment (they override the file, and never print), and a pure `validate()`
+//! that names the exact field. I/O happens only after validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Default replication slot.
+pub const DEFAULT_SLOT: &str = "odoo_cdc";
+/// Default publication.
+pub const DEFAULT_PUBLICATION: &str = "odoo_cdc";
+/// Default `max_hold`: how long a sink that cannot deliver may hold the slot.
+pub const DEFAULT_MAX_HOLD_SECS: u64 = 60;
+/// Default capacity of each sink queue.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+/// Default accounting batch size.
+pub const DEFAULT_BATCH_SIZE: usize = 30;
+/// Default accounting batch flush interval.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5_000;
+
+/// A secret: `Debug` and `Display` print `***`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Odoo database.
+    pub source: Source,
+    /// Runtime settings.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Sinks; each is optional.
+    #[serde(default)]
+    pub sinks: Sinks,
+}
+
+/// The Odoo database and the slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// PostgreSQL URL (without the password, preferably).
+    pub url: String,
+    /// Password of the replication role (or `ODOO_CDC_SOURCE_PASSWORD`).
+    #[serde(default)]
+    pub password: Secret,
+    /// Replication slot.
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// Publication.
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// Never create or drop the slot or publication.
+    #[serde(default)]
+    pub managed: bool,
+    /// Odoo major version (17, 18 or 19).
+    #[serde(default = "default_odoo_version")]
+    pub odoo_version: u32,
+}
+
+fn default_slot() -> String {
+    DEFAULT_SLOT.into()
+}
+fn default_publication() -> String {
+    DEFAULT_PUBLICATION.into()
+}
+fn default_odoo_version() -> u32 {
+    18
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Seconds a sink that cannot deliver may hold the slot before pending events are parked.
+    #[serde(default = "default_max_hold")]
+    pub max_hold_secs: u64,
+    /// Capacity of each sink queue (a full queue slows the reader).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Metrics and health listen address.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+}
+
+fn default_max_hold() -> u64 {
+    DEFAULT_MAX_HOLD_SECS
+}
+fn default_queue_capacity() -> usize {
+    DEFAULT_QUEUE_CAPACITY
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            max_hold_secs: DEFAULT_MAX_HOLD_SECS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// The sinks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sinks {
+    /// Shopify inventory.
+    pub shopify: Option<Shopify>,
+    /// The WMS.
+    pub wms: Option<Wms>,
+    /// Accounting.
+    pub accounting: Option<Accounting>,
+}
+
+/// Shopify inventory sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shopify {
+    /// Admin GraphQL endpoint.
+    pub graphql_url: String,
+    /// Access token (or `ODOO_CDC_SHOPIFY_ACCESS_TOKEN`).
+    #[serde(default)]
+    pub access_token: Secret,
+    /// Odoo warehouse code -> Shopify location gid.
+    pub location_map: BTreeMap<String, String>,
+    /// SKU -> inventory item gid (others are resolved through the API).
+    #[serde(default)]
+    pub sku_map: BTreeMap<String, String>,
+    /// Units held back for every SKU.
+    #[serde(default)]
+    pub safety_stock: i64,
+    /// Per-SKU safety stock.
+    #[serde(default)]
+    pub safety_stock_by_sku: BTreeMap<String, i64>,
+}
+
+/// WMS sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wms {
+    /// Base URL.
+    pub base_url: String,
+    /// API key (or `ODOO_CDC_WMS_API_KEY`).
+    #[serde(default)]
+    pub api_key: Secret,
+}
+
+/// Accounting sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accounting {
+    /// Base URL.
+    pub base_url: String,
+    /// Company (realm) id.
+    pub realm_id: String,
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// OAuth2 client secret (or `ODOO_CDC_ACCOUNTING_CLIENT_SECRET`).
+    #[serde(default)]
+    pub client_secret: Secret,
+    /// The first refresh token (or `ODOO_CDC_ACCOUNTING_REFRESH_TOKEN`); newer ones are kept in
+    /// the state database.
+    #[serde(default)]
+    pub refresh_token: Secret,
+    /// `realtime` or `batch`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Entries per batch call (at most 30).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest wait for a partial batch.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval_ms: u64,
+    /// Odoo account code -> accounting account id.
+    pub account_map: BTreeMap<String, String>,
+}
+
+fn default_mode() -> String {
+    "realtime".into()
+}
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+fn default_flush_interval() -> u64 {
+    DEFAULT_FLUSH_INTERVAL_MS
+}
+
+/// A configuration error naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the field (`sinks.shopify.location_map`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl FromStr for Config {
+    type Err = ConfigError;
+
+    /// Parses TOML (unknown fields are errors, with their location).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        toml::from_str(s).map_err(|e| {
+            let field = e
+                .span()
+                .and_then(|sp| s.get(..sp.start))
+                .map(|before| format!("line {}", before.lines().count().max(1)))
+                .unwrap_or_else(|| "config".into());
+            err(&field, e.message().to_string())
+        })
+    }
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(err(field, format!("{url:?} is not an http(s) URL")))
+    }
+}
+
+impl Config {
+    /// Applies secrets from the environment (they override the file).
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        if let Some(s) = self.sinks.shopify.as_mut() {
+            if let Some(v) = env("ODOO_CDC_SHOPIFY_ACCESS_TOKEN") {
+                s.access_token = Secret(v);
+            }
+        }
+        if let Some(w) = self.sinks.wms.as_mut() {
+            if let Some(v) = env("ODOO_CDC_WMS_API_KEY") {
+                w.api_key = Secret(v);
+            }
+        }
+        if let Some(a) = self.sinks.accounting.as_mut() {
+            if let Some(v) = env("ODOO_CDC_ACCOUNTING_CLIENT_SECRET") {
+                a.client_secret = Secret(v);
+            }
+            if let Some(v) = env("ODOO_CDC_ACCOUNTING_REFRESH_TOKEN") {
+                a.refresh_token = Secret(v);
+            }
+        }
+        if let Some(pw) = env("ODOO_CDC_SOURCE_PASSWORD") {
+            self.source.password = Secret(pw);
+        }
+    }
+
+    /// Checks every field; the first problem names its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tokio_postgres::Config::from_str(&self.source.url)
+            .map_err(|e| err("source.url", e.to_string()))?;
+        if self.source.slot.is_empty()
+            || !self
+                .source
+                .slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(err(
+                "source.slot",
+                "a slot name is lower-case letters, digits and underscores",
+            ));
+        }
+        if self.source.publication.is_empty() {
+            return Err(err("source.publication", "must not be empty"));
+        }
+        if !matches!(self.source.odoo_version, 17..=19) {
+            return Err(err(
+                "source.odoo_version",
+                "odoo-cdc supports Odoo 17, 18 and 19",
+            ));
+        }
+        if self.runtime.max_hold_secs == 0 {
+            return Err(err("runtime.max_hold_secs", "must be at least 1"));
+        }
+        if self.runtime.queue_capacity == 0 {
+            return Err(err("runtime.queue_capacity", "must be at least 1"));
+        }
+        if let Some(s) = &self.sinks.shopify {
+            check_url("sinks.shopify.graphql_url", &s.graphql_url)?;
+            if s.access_token.expose().is_empty() {
+                return Err(err(
+                    "sinks.shopify.access_token",
+                    "missing: set ODOO_CDC_SHOPIFY_ACCESS_TOKEN",
+                ));
+            }
+            if s.location_map.is_empty() {
+                return Err(err(
+                    "sinks.shopify.location_map",
+                    "must map at least one Odoo warehouse code to a Shopify location",
+                ));
+            }
+            for (wh, loc) in &s.location_map {
+                if !loc.starts_with("gid://shopify/Location/") {
+                    return Err(err(
+                        &format!("sinks.shopify.location_map.{wh}"),
+                        format!("{loc:?} is not a Shopify location gid"),
+                    ));
+                }
+            }
+            if s.safety_stock < 0 {
+                return Err(err("sinks.shopify.safety_stock", "must not be negative"));
+            }
+        }
+        if let Some(w) = &self.sinks.wms {
+            check_url("sinks.wms.base_url", &w.base_url)?;
+            if w.api_key.expose().is_empty() {
+                return Err(err(
+                    "sinks.wms.api_key",
+                    "missing: set ODOO_CDC_WMS_API_KEY",
+                ));
+            }
+        }
+        if let Some(a) = &self.sinks.accounting {
+            check_url("sinks.accounting.base_url", &a.base_url)?;
+            if a.client_secret.expose().is_empty() {
+                return Err(err(
+                    "sinks.accounting.client_secret",
+                    "missing: set ODOO_CDC_ACCOUNTING_CLIENT_SECRET",
+                ));
+            }
+            if !matches!(a.mode.as_str(), "realtime" | "batch") {
+                return Err(err("sinks.accounting.mode", "realtime or batch"));
+            }
+            if !(1..=30).contains(&a.batch_size) {
+                return Err(err(
+                    "sinks.accounting.batch_size",
+                    "1 to 30 (the batch endpoint's limit)",
+                ));
+            }
+            if a.account_map.is_empty() {
+                return Err(err(
+                    "sinks.accounting.account_map",
+                    "must map Odoo account codes to accounting account ids",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[source]
+url = "postgres://odoo_cdc@127.0.0.1:5432/odoo"
+
+[runtime]
+max_hold_secs = 30
+
+[sinks.shopify]
+graphql_url = "https://shop.myshopify.com/admin/api/2026-10/graphql.json"
+location_map = { WH = "gid://shopify/Location/1" }
+safety_stock = 1
+
+[sinks.wms]
+base_url = "https://wms.example.com"
+
+[sinks.accounting]
+base_url = "https://quickbooks.api.intuit.com"
+realm_id = "9130357"
+client_id = "odoo-cdc"
+mode = "batch"
+account_map = { "121000" = "84", "400000" = "79" }
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "ODOO_CDC_SHOPIFY_ACCESS_TOKEN" => Some("shpat_x".into()),
+            "ODOO_CDC_WMS_API_KEY" => Some("wms".into()),
+            "ODOO_CDC_ACCOUNTING_CLIENT_SECRET" => Some("secret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_good_file_with_secrets_from_the_environment_validates() {
+        let mut c: Config = GOOD.parse().unwrap();
+        c.apply_env(&env);
+        c.validate().unwrap();
+        assert_eq!(c.source.slot, DEFAULT_SLOT);
+        assert_eq!(c.runtime.queue_capacity, DEFAULT_QUEUE_CAPACITY);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("shpat_x") && !shown.contains("secret\""),
+            "secrets never print: {shown}"
+        );
+    }
+
+    #[test]
+    fn the_bad_field_is_named() {
+        let e = format!("{GOOD}\n[sinks.wms2]\nx = 1\n")
+            .parse::<Config>()
+            .unwrap_err();
+        assert!(e.message.contains("unknown field `wms2`"), "{e}");
+        let e = GOOD
+            .replace("safety_stock = 1", "safety_stok = 1")
+            .parse::<Config>()
+            .unwrap_err();
+        assert!(e.to_string().contains("safety_stok"), "{e}");
+        let mut c: Config = GOOD.parse().unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "sinks.shopify.access_token"
+        );
+        c.apply_env(&env);
+        let mut bad = c.clone();
+        bad.sinks
+            .shopify
+            .as_mut()
+            .unwrap()
+            .location_map
+            .insert("WH2".into(), "Location 2".into());
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "sinks.shopify.location_map.WH2"
+        );
+        let mut bad = c.clone();
+        bad.sinks.accounting.as_mut().unwrap().batch_size = 31;
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "sinks.accounting.batch_size"
+        );
+        let mut bad = c;
+        bad.source.url = "not a url at all ::".into();
+        assert_eq!(bad.validate().unwrap_err().field, "source.url");
+    }
+}

@@ -1,0 +1,44 @@
+//! `odoo-cdc check-config` validates a file and names the bad field.
+
+use odoo_cdc_tests::{odoo_cdc_env, scratch_dir};
+
+#[test]
+fn check_config_accepts_the_example_and_names_bad_fields() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pipeline/odoo-cdc.example.toml"
+    );
+    let secrets = [
+        ("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_x"),
+        ("ODOO_CDC_WMS_API_KEY", "k"),
+        ("ODOO_CDC_ACCOUNTING_CLIENT_SECRET", "s"),
+    ];
+    let ok = odoo_cdc_env(&["check-config", "--config", example], &secrets);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("sinks: shopify, wms, accounting"));
+
+    let missing = odoo_cdc_env(&["check-config", "--config", example], &secrets[..2]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("sinks.accounting.client_secret"));
+
+    let dir = scratch_dir();
+    let bad = dir.join("bad.toml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("queue_capacity", "queue_capacty");
+    std::fs::write(&bad, text).unwrap();
+    let out = odoo_cdc_env(
+        &["check-config", "--config", bad.to_str().unwrap()],
+        &secrets,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("queue_capacty") && err.contains("line"),
+        "{err}"
+    );
+}
