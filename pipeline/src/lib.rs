@@ -2,6 +2,9 @@
 
 pub mod capture;
 pub mod config;
+pub mod demo;
 pub mod fixtures_cmd;
+pub mod health;
+pub mod runtime;
 pub mod slot_cmd;
 pub mod tail;

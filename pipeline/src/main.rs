@@ -76,6 +76,16 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Run the whole pipeline on the embedded default: throwaway PostgreSQL, Odoo-shaped data,
+    /// emulators, a scripted retail day; prints a summary.
+    Demo {
+        /// How long the retail day lasts (e.g. 30s, 2m).
+        #[arg(long, default_value = "60s", value_parser = pipeline::demo::parse_duration)]
+        duration: Duration,
+        /// Leave everything up afterwards and print one `service <name> <url>` line each.
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -209,6 +219,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 reconnects = summary.reconnects,
                 "tail finished"
             );
+        }
+        Command::Demo {
+            duration,
+            keep_running,
+        } => {
+            drop(stdout);
+            let ok = pipeline::demo::run(duration, keep_running).await?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)

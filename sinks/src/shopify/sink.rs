@@ -244,7 +244,7 @@ impl ShopifySink {
                 None => {
                     if let Some((sku, _)) = targets.iter().find(|(_, key)| *key == k) {
                         report.failed.push((
-                            sku.clone(),
+                            self.label(sku, &k),
                             SinkError::permanent(format!("{} is not stocked at {}", k.0, k.1)),
                         ));
                     }
@@ -256,6 +256,18 @@ impl ShopifySink {
             self.write_chunk(chunk, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// `sku@warehouse`: the key of the event behind a level.
+    fn label(&self, sku: &str, key: &LevelKey) -> String {
+        let wh = self
+            .cfg
+            .location_map
+            .iter()
+            .find(|(_, l)| **l == key.1)
+            .map(|(w, _)| w.as_str())
+            .unwrap_or("");
+        format!("{sku}@{wh}")
     }
 
     fn target(&self, sku: &str, key: &LevelKey) -> Option<i64> {

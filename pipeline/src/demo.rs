@@ -1,0 +1,402 @@
+//! `odoo-cdc demo`: the whole product on the embedded default. A throwaway PostgreSQL with an
+//! Odoo-shaped database, the Shopify / WMS / accounting / Odoo emulators, the pipeline from the
+//! slot's snapshot on, and a scripted retail day: orders, deliveries, receipts, invoices,
+//! payments, refunds, storefront sales racing Odoo, a Shopify outage and its recovery, and a
+//! product Shopify does not know (its events go to the dead-letter list with the reason).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use fixtures::emulator::accounting::{AccountingConfig as AcctEmuCfg, AccountingEmulator};
+use fixtures::emulator::odoo_rpc::{OdooRpcConfig, OdooRpcEmulator};
+use fixtures::emulator::shopify::{ShopifyConfig as ShopEmuCfg, ShopifyEmulator};
+use fixtures::emulator::wms::{WmsConfig as WmsEmuCfg, WmsEmulator};
+use fixtures::emulator::{Faults, Outage};
+use fixtures::odoo::{self, SeedConfig};
+use fixtures::workload::{self, Profile, WorkloadConfig};
+use fixtures::TempCluster;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::runtime::{self, RunOptions, Shared, Sinks};
+
+/// Parses `30s`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn percentile(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+/// Runs the demo; returns whether every invariant held.
+pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
+    let say = |m: &str| eprintln!("demo: {m}");
+    say("starting a throwaway PostgreSQL (initdb, wal_level=logical)");
+    let cluster = tokio::task::spawn_blocking(TempCluster::start).await??;
+    let admin = cluster.superuser_client("odoo").await?;
+    say("seeding an Odoo 18 database: 2 warehouses, 200 products, 100 customers");
+    let info = odoo::create(
+        &admin,
+        &SeedConfig {
+            products: 200,
+            customers: 100,
+            ..SeedConfig::default()
+        },
+    )
+    .await?;
+    let tables: Vec<&str> = cdc::slot::ODOO_TABLES.to_vec();
+    admin
+        .batch_execute(&format!(
+            "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
+            tables.join(", ")
+        ))
+        .await?;
+
+    say("starting the Shopify, WMS, accounting and Odoo emulators");
+    let shopify = ShopifyEmulator::start(ShopEmuCfg::default(), 0).await?;
+    for p in &info.products {
+        shopify.add_item(&p.sku, &[(1, 0), (2, 0)]);
+    }
+    let wms = WmsEmulator::start(
+        WmsEmuCfg {
+            ship_delay: Duration::from_secs(20),
+            ..WmsEmuCfg::default()
+        },
+        0,
+    )
+    .await?;
+    let acct_cfg = AcctEmuCfg::default();
+    let accounting = AccountingEmulator::start(acct_cfg.clone(), 0).await?;
+    let odoo_rpc =
+        OdooRpcEmulator::start(OdooRpcConfig::new(&cluster.superuser_url("odoo")), 0).await?;
+
+    // A product Shopify does not sell: its stock changes go to the dead-letter list.
+    admin
+        .batch_execute(&format!(
+            "WITH t AS (INSERT INTO product_template (categ_id, uom_id, uom_po_id, type, service_tracking, default_code, name, list_price, \
+             sale_ok, active, is_storable, tracking, sale_line_warn, purchase_line_warn) VALUES (1, 1, 1, 'consu', 'no', 'LOCAL-ONLY', \
+             '{{\"en_US\": \"Store-only gift card\"}}', 25, true, true, true, 'none', 'no-message', 'no-message') RETURNING id) \
+             INSERT INTO product_product (product_tmpl_id, default_code, active) SELECT id, 'LOCAL-ONLY', true FROM t; \
+             INSERT INTO stock_quant (product_id, company_id, location_id, quantity, reserved_quantity, in_date) \
+             SELECT id, 1, {}, 5, 0, now() FROM product_product WHERE default_code = 'LOCAL-ONLY'",
+            info.warehouses[0].stock_location_id
+        ))
+        .await?;
+
+    let location_map: BTreeMap<String, String> = info
+        .warehouses
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.code.clone(), format!("gid://shopify/Location/{}", i + 1)))
+        .collect();
+    let shopify_sink = sinks::shopify::ShopifySink::new(sinks::shopify::ShopifyConfig {
+        graphql_url: shopify.graphql_url(),
+        access_token: "shpat_emulator".into(),
+        location_map,
+        sku_map: BTreeMap::new(),
+        safety_stock: 0,
+        safety_stock_by_sku: BTreeMap::new(),
+        timeout: Duration::from_secs(5),
+    })?;
+    let wms_sink = sinks::wms::WmsSink::new(sinks::wms::WmsClient::new(sinks::wms::WmsConfig {
+        base_url: wms.url(),
+        api_key: "wms-key".into(),
+        timeout: Duration::from_secs(5),
+    })?);
+    let tokens = sinks::accounting::MemoryTokens::default();
+    sinks::accounting::TokenStore::save(&tokens, &acct_cfg.refresh_token)
+        .map_err(|e| anyhow!(e))?;
+    let account_map: BTreeMap<String, String> = [
+        ("121000", "84"),
+        ("400000", "79"),
+        ("251000", "89"),
+        ("101401", "35"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.into(), b.into()))
+    .collect();
+    let acct_sink = sinks::accounting::AccountingSink::new(
+        sinks::accounting::AccountingClient::new(
+            sinks::accounting::AccountingConfig {
+                base_url: accounting.url(),
+                realm_id: acct_cfg.realm_id.clone(),
+                client_id: acct_cfg.client_id.clone(),
+                client_secret: acct_cfg.client_secret.clone(),
+                account_map: account_map.clone(),
+                mode: sinks::accounting::Mode::RealTime,
+                timeout: Duration::from_secs(5),
+            },
+            Box::new(tokens),
+        )?,
+        account_map,
+        sinks::accounting::Mode::RealTime,
+    );
+
+    say("creating the slot with an exported snapshot and reading the published tables");
+    let source = cdc::SourceConfig::from_str(&cluster.url())?;
+    let snapshot = crate::capture::snapshot(&source, "odoo_cdc", "odoo_cdc").await?;
+    say(&format!(
+        "snapshot: {} rows at {}",
+        snapshot.0.changes.len(),
+        snapshot.1
+    ));
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions {
+        source,
+        slot: "odoo_cdc".into(),
+        publication: "odoo_cdc".into(),
+        snapshot: Some(snapshot),
+        queue_capacity: 10_000,
+        odoo_version: transforms::OdooVersion::V18,
+    };
+    let sinks = Sinks {
+        shopify: Some(shopify_sink),
+        wms: Some(wms_sink),
+        accounting: Some(acct_sink),
+    };
+    let runner = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            runtime::run(opts, sinks, shared, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let health = crate::health::serve(shared.clone(), 0).await?;
+
+    say(&format!(
+        "running a scripted retail day for {}s (Shopify goes down for a while in the middle)",
+        duration.as_secs()
+    ));
+    let started = Instant::now();
+    let outage_at = shopify.core().clock.now().as_secs_f64() + duration.as_secs_f64() * 0.4;
+    shopify.core().set_faults(Faults {
+        outages: vec![Outage {
+            start_secs: outage_at,
+            end_secs: outage_at + duration.as_secs_f64() * 0.15,
+        }],
+        ..Faults::default()
+    });
+    let day = WorkloadConfig {
+        seed: 7,
+        base_rate: 1.5,
+        duration: duration.mul_f64(0.8),
+        profile: Profile::Steady,
+        time_scale: 1.0,
+        connections: 2,
+        hot_skus: 5,
+    };
+    let work = {
+        let url = cluster.superuser_url("odoo");
+        let info = info.clone();
+        tokio::spawn(async move { workload::run(&url, &info, &day).await })
+    };
+    // Storefront sales race Odoo on the hot SKUs (their webhooks are not written back yet).
+    let http = reqwest::Client::new();
+    let mut storefront_sales = 0u32;
+    let mut refused_sales = 0u32;
+    while started.elapsed() < duration.mul_f64(0.8) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sku = &info.products[(storefront_sales as usize) % 5].sku;
+        let r = http
+            .post(format!("{}/_emulator/storefront/orders", shopify.url()))
+            .json(&json!({"line_items": [{"sku": sku, "quantity": 1, "price": "19.99"}], "location_id": 1}))
+            .send()
+            .await;
+        match r.map(|r| r.status().as_u16()) {
+            Ok(201) => storefront_sales += 1,
+            _ => refused_sales += 1,
+        }
+    }
+    let report = work.await.context("workload task")??;
+    say("workload done; waiting for the pipeline to catch up");
+    let end_lsn: cdc::Lsn = admin
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get::<_, String>(0)
+        .parse()?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        // A transaction on a published table moves the read position past the end mark.
+        admin
+            .batch_execute("UPDATE res_currency SET write_date = now() WHERE id = 1")
+            .await?;
+        if shared.confirmed.load(Ordering::SeqCst) >= end_lsn.0 && shared.quiet() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let caught_up = shared.quiet();
+
+    // Summary.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\n== odoo-cdc demo: {}s of a retail day ==",
+        started.elapsed().as_secs()
+    )?;
+    writeln!(
+        out,
+        "odoo actions: {}",
+        report
+            .actions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(
+        out,
+        "storefront sales: {storefront_sales} taken, {refused_sales} refused (no stock in Shopify)"
+    )?;
+    writeln!(
+        out,
+        "transactions read from the slot: {}",
+        shared.transactions.load(Ordering::Relaxed)
+    )?;
+    writeln!(out, "\n| sink | delivered | retries | dead-lettered | latency p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")?;
+    let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
+    for (name, s) in &stats {
+        let mut l = s.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} | {:.1} | {:.1} |",
+            s.delivered.load(Ordering::Relaxed),
+            s.retries.load(Ordering::Relaxed),
+            s.dead.load(Ordering::Relaxed),
+            percentile(&mut l, 0.5),
+            percentile(&mut l, 0.99)
+        )?;
+    }
+    writeln!(out, "\nShopify vs Odoo for the hot SKUs (WH / location 1):\n| sku | odoo sellable | shopify available | sold in Shopify, not yet in Odoo |\n|---|---:|---:|---:|")?;
+    let mut ok = caught_up;
+    let state: serde_json::Value = http
+        .get(format!("{}/_emulator/state", shopify.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    for p in info.products.iter().take(5) {
+        let sellable: Decimal = admin
+            .query_one(
+                "SELECT coalesce(sum(q.quantity - q.reserved_quantity), 0) FROM stock_quant q JOIN stock_location l ON l.id = q.location_id \
+                 WHERE q.product_id = $1 AND l.usage = 'internal' AND l.warehouse_id = $2",
+                &[&p.id, &info.warehouses[0].id],
+            )
+            .await?
+            .get(0);
+        let available = state["levels"]
+            .as_array()
+            .and_then(|ls| {
+                ls.iter()
+                    .find(|l| l["sku"] == p.sku.as_str() && l["location_id"] == 1)
+            })
+            .and_then(|l| l["quantities"]["available"].as_i64())
+            .unwrap_or(-1);
+        let sold: i64 = state["orders"]
+            .as_array()
+            .map(|os| {
+                os.iter()
+                    .flat_map(|o| o["line_items"].as_array().cloned().unwrap_or_default())
+                    .filter(|li| li["sku"] == p.sku.as_str())
+                    .map(|li| li["quantity"].as_i64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let expected = (sellable.floor().to_string().parse::<i64>().unwrap_or(0) - sold).max(0);
+        ok &= available == expected;
+        writeln!(
+            out,
+            "| {} | {} | {available} | {sold} |",
+            p.sku,
+            sellable.normalize()
+        )?;
+    }
+    let wms_orders = wms.orders().len();
+    let ready: i64 = admin
+        .query_one("SELECT count(*) FROM stock_picking p JOIN stock_picking_type t ON t.id = p.picking_type_id WHERE t.code = 'outgoing' AND (p.state IN ('assigned', 'done') OR p.id IN (SELECT picking_id FROM stock_move WHERE state = 'done'))", &[])
+        .await?
+        .get(0);
+    let posted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM account_move WHERE state = 'posted'",
+            &[],
+        )
+        .await?
+        .get(0);
+    writeln!(
+        out,
+        "\nwarehouse: {wms_orders} fulfillment orders for {ready} ready or shipped Odoo deliveries"
+    )?;
+    writeln!(
+        out,
+        "accounting: {} journal entries for {posted} posted Odoo moves",
+        accounting.entries().len()
+    )?;
+    let dead = shared
+        .dead_letters
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
+    writeln!(out, "dead-letter list: {} entries", dead.len())?;
+    for d in dead.iter().take(5) {
+        writeln!(
+            out,
+            "  {} {} (from {}): {}",
+            d.sink, d.key, d.source_lsn, d.reason
+        )?;
+    }
+    ok &= accounting.entries().len() as i64 == posted;
+    writeln!(
+        out,
+        "\nresult: {}",
+        if ok {
+            "Shopify matches Odoo, every posted move booked once, nothing lost"
+        } else {
+            "MISMATCH (see above)"
+        }
+    )?;
+    out.flush()?;
+    drop(out);
+
+    if keep_running {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "service postgres {}", cluster.superuser_url("odoo"))?;
+        writeln!(out, "service odoo {}", odoo_rpc.url())?;
+        writeln!(out, "service shopify {}", shopify.url())?;
+        writeln!(out, "service wms {}", wms.url())?;
+        writeln!(out, "service accounting {}", accounting.url())?;
+        writeln!(out, "service odoo-cdc {}", health.url())?;
+        out.flush()?;
+        drop(out);
+        say("everything stays up; Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+    }
+    let _ = stop_tx.send(());
+    let _ = runner.await;
+    Ok(ok)
+}

@@ -1,0 +1,75 @@
+//! `/healthz` and `/metrics` (Prometheus text format) of a running pipeline.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use fixtures::emulator::Server;
+
+use crate::runtime::Shared;
+
+/// Renders the metrics.
+pub fn render(shared: &Shared) -> String {
+    let mut out = String::new();
+    let read = shared.read.load(Ordering::Relaxed);
+    let confirmed = shared.confirmed.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# TYPE odoo_cdc_read_lsn gauge\nodoo_cdc_read_lsn {read}"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE odoo_cdc_confirmed_lsn gauge\nodoo_cdc_confirmed_lsn {confirmed}"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE odoo_cdc_unconfirmed_bytes gauge\nodoo_cdc_unconfirmed_bytes {}",
+        read.saturating_sub(confirmed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE odoo_cdc_transactions_total counter\nodoo_cdc_transactions_total {}",
+        shared.transactions.load(Ordering::Relaxed)
+    );
+    let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_delivered_total counter");
+    for (name, s) in &stats {
+        let _ = writeln!(
+            out,
+            "odoo_cdc_sink_delivered_total{{sink=\"{name}\"}} {}",
+            s.delivered.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_retries_total counter");
+    for (name, s) in &stats {
+        let _ = writeln!(
+            out,
+            "odoo_cdc_sink_retries_total{{sink=\"{name}\"}} {}",
+            s.retries.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_dead_lettered_total counter");
+    for (name, s) in &stats {
+        let _ = writeln!(
+            out,
+            "odoo_cdc_sink_dead_lettered_total{{sink=\"{name}\"}} {}",
+            s.dead.load(Ordering::Relaxed)
+        );
+    }
+    out
+}
+
+/// Serves `/healthz` and `/metrics` on 127.0.0.1:`port`.
+pub async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<Server> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move { render(&s) }),
+        )
+        .with_state(shared);
+    Server::start(app, port).await
+}
