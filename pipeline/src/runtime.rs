@@ -386,7 +386,11 @@ async fn dispatch(
         }
         for s in mine {
             // A full queue waits here: backpressure all the way to the slot.
-            if tx.send(Item::Event(Box::new(s.clone()), now)).await.is_err() {
+            if tx
+                .send(Item::Event(Box::new(s.clone()), now))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

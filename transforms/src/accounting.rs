@@ -141,8 +141,18 @@ impl Accounting {
         }
     }
 
-    /// Ends the transaction: a journal entry for every move that became `posted`.
-    pub fn finish(&mut self) -> Vec<RetailEvent> {
+    /// Ends a restore: nothing is booked and no posting is counted (the replay window books
+    /// what it touches).
+    pub fn finish_quietly(&mut self) {
+        self.before.clear();
+        self.touched.clear();
+    }
+
+    /// Ends the transaction: a journal entry for every move that became `posted`. When
+    /// `replay` is set (changes re-read after a restart, whose state may already be newer), every
+    /// touched posted move is booked again: the accounting system's requestid makes it a no-op
+    /// if it was booked before the restart.
+    pub fn finish(&mut self, replay: bool) -> Vec<RetailEvent> {
         let before = std::mem::take(&mut self.before);
         let mut out = Vec::new();
         for id in std::mem::take(&mut self.touched) {
@@ -150,7 +160,7 @@ impl Accounting {
                 continue;
             };
             let was = before.get(&id).map(String::as_str).unwrap_or("");
-            if m.state != "posted" || was == "posted" {
+            if m.state != "posted" || (was == "posted" && !replay) {
                 continue;
             }
             let postings = m.postings + 1;

@@ -206,6 +206,20 @@ impl Fulfillment {
         out
     }
 
+    /// Ends a restore: finished pickings leave the state, nothing is requested (a ready picking
+    /// touched in the replay window is requested then; one untouched was delivered before).
+    pub fn finish_quietly(&mut self) {
+        for id in std::mem::take(&mut self.touched) {
+            if self
+                .pickings
+                .get(&id)
+                .is_some_and(|p| p.state == "done" || p.state == "cancel")
+            {
+                self.forget(id);
+            }
+        }
+    }
+
     /// Finished pickings and their moves leave the state: memory follows open work only.
     fn forget(&mut self, picking: i64) {
         self.pickings.remove(&picking);

@@ -178,6 +178,22 @@ impl Inventory {
         out
     }
 
+    /// Every known (SKU, warehouse) with its sellable quantity: a full resync.
+    pub fn all(&mut self) -> Vec<RetailEvent> {
+        self.txn_before.clear();
+        self.forced.clear();
+        self.sellable
+            .iter()
+            .filter_map(|((p, w), q)| {
+                Some(RetailEvent::SellableChanged {
+                    sku: self.skus.get(p)?.clone(),
+                    warehouse: self.warehouses.get(w)?.clone(),
+                    qty: q.normalize(),
+                })
+            })
+            .collect()
+    }
+
     /// Sellable quantity of a SKU in a warehouse (by code).
     pub fn sellable(&self, sku: &str, warehouse: &str) -> Option<Decimal> {
         let product = self.skus.iter().find(|(_, s)| s.as_str() == sku)?.0;

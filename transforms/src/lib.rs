@@ -14,6 +14,14 @@ pub use events::{RetailEvent, Sourced};
 pub use mapping::{Mapping, OdooVersion};
 
 /// All stages together.
+///
+/// # Restarts
+/// The stages' state lives in memory and is rebuilt on start from a snapshot of the tables
+/// ([`Transformer::restore`]), read after the slot's confirmed position. The stream then replays
+/// the transactions between the confirmed position and the snapshot, whose effects the snapshot
+/// already holds: in that window inventory events are held back (the state passes through
+/// older values) and one full resync goes out at its end, ready pickings are requested again
+/// and posted moves booked again — both idempotent downstream (WMS reference, requestid).
 #[derive(Debug)]
 pub struct Transformer {
     /// Sellable quantities.
@@ -22,6 +30,7 @@ pub struct Transformer {
     pub fulfillment: fulfillment::Fulfillment,
     /// Journal entries.
     pub accounting: accounting::Accounting,
+    replay_until: Option<u64>,
 }
 
 impl Transformer {
@@ -31,26 +40,68 @@ impl Transformer {
             inventory: inventory::Inventory::default(),
             fulfillment: fulfillment::Fulfillment::default(),
             accounting: accounting::Accounting::new(Mapping::new(version)),
+            replay_until: None,
+        }
+    }
+
+    /// Rebuilds the state from a snapshot taken at `snapshot_lsn` (after the slot's confirmed
+    /// position), without emitting anything; transactions committed before `snapshot_lsn` are
+    /// then treated as a replay.
+    pub fn restore(&mut self, snapshot: &Transaction, snapshot_lsn: u64) {
+        for c in &snapshot.changes {
+            self.inventory.apply(c);
+            self.fulfillment.apply(c);
+            self.accounting.apply(c);
+        }
+        self.inventory.finish();
+        self.fulfillment.finish_quietly();
+        self.accounting.finish_quietly();
+        self.replay_until = Some(snapshot_lsn);
+    }
+
+    /// Ends a replay window early (the stream has reached the snapshot position without a
+    /// transaction after it): returns the full inventory resync.
+    pub fn end_replay(&mut self, lsn: u64) -> Vec<Sourced> {
+        match self.replay_until {
+            Some(until) if lsn >= until => {
+                self.replay_until = None;
+                self.inventory
+                    .all()
+                    .into_iter()
+                    .map(|event| Sourced {
+                        event,
+                        source_commit_lsn: lsn,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
         }
     }
 
     /// Applies one committed transaction; returns its events, in stage order.
     pub fn apply(&mut self, txn: &Transaction) -> Vec<Sourced> {
+        let replay = self
+            .replay_until
+            .is_some_and(|until| txn.commit_lsn < until);
+        let mut out = if replay {
+            Vec::new()
+        } else {
+            self.end_replay(txn.commit_lsn)
+        };
         for c in &txn.changes {
             self.inventory.apply(c);
             self.fulfillment.apply(c);
             self.accounting.apply(c);
         }
-        let mut events = self.inventory.finish();
+        let inventory = self.inventory.finish();
+        let mut events = if replay { Vec::new() } else { inventory };
         events.extend(self.fulfillment.finish());
-        events.extend(self.accounting.finish());
-        events
-            .into_iter()
-            .map(|event| Sourced {
-                event,
-                source_commit_lsn: txn.commit_lsn,
-            })
-            .collect()
+        events.extend(self.accounting.finish(replay));
+        out.extend(events.into_iter().map(|event| Sourced {
+            event,
+            source_commit_lsn: txn.commit_lsn,
+        }));
+        out
     }
 }
 

@@ -514,3 +514,124 @@ fn posted_moves_become_balanced_journal_entries_once() {
         "{ev:?}"
     );
 }
+
+#[test]
+fn restore_then_replay_holds_inventory_back_and_rebooks_idempotently() {
+    let mut t = Transformer::new(OdooVersion::V18);
+    let mut snap = base();
+    snap.extend(accounts());
+    snap.push(ch(
+        "stock_quant",
+        Op::Snapshot,
+        &[
+            ("id", "100"),
+            ("product_id", "3"),
+            ("location_id", "8"),
+            ("quantity", "10"),
+            ("reserved_quantity", "0"),
+        ],
+    ));
+    snap.push(ch(
+        "stock_picking",
+        Op::Snapshot,
+        &[
+            ("id", "21"),
+            ("name", "WH/OUT/00017"),
+            ("state", "assigned"),
+            ("picking_type_id", "2"),
+            ("partner_id", "10"),
+        ],
+    ));
+    snap.push(ch(
+        "stock_move",
+        Op::Snapshot,
+        &[
+            ("id", "43"),
+            ("picking_id", "21"),
+            ("product_id", "3"),
+            ("product_uom_qty", "1"),
+            ("state", "assigned"),
+        ],
+    ));
+    snap.push(mv("7", "INV/2026/00001", "posted", "out_invoice", "NULL"));
+    snap.push(line("70", "7", "1", "5", "0"));
+    snap.push(line("71", "7", "2", "0", "5"));
+    t.restore(&txn(0, snap), 100);
+
+    // Replayed: an older quant value, the picking becoming ready, the invoice being posted.
+    let ev = t.apply(&txn(
+        50,
+        vec![
+            ch(
+                "stock_quant",
+                Op::Update,
+                &[
+                    ("id", "100"),
+                    ("product_id", "3"),
+                    ("location_id", "8"),
+                    ("quantity", "4"),
+                    ("reserved_quantity", "0"),
+                ],
+            ),
+            ch(
+                "stock_picking",
+                Op::Update,
+                &[
+                    ("id", "21"),
+                    ("name", "WH/OUT/00017"),
+                    ("state", "assigned"),
+                    ("picking_type_id", "2"),
+                    ("partner_id", "10"),
+                ],
+            ),
+            mv("7", "INV/2026/00001", "posted", "out_invoice", "NULL"),
+        ],
+    ));
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e.event, RetailEvent::SellableChanged { .. })),
+        "inventory held back while replaying"
+    );
+    assert!(ev.iter().any(|e| matches!(&e.event, RetailEvent::FulfillmentRequested { reference, .. } if reference == "WH/OUT/00017")));
+    assert!(ev.iter().any(
+        |e| matches!(&e.event, RetailEvent::JournalEntry(j) if j.move_id == 7 && j.posting == 1)
+    ));
+    let ev = t.apply(&txn(
+        90,
+        vec![ch(
+            "stock_quant",
+            Op::Update,
+            &[
+                ("id", "100"),
+                ("product_id", "3"),
+                ("location_id", "8"),
+                ("quantity", "10"),
+                ("reserved_quantity", "0"),
+            ],
+        )],
+    ));
+    assert!(ev.is_empty());
+    // The first transaction after the snapshot brings the full resync, then its own events.
+    let ev = t.apply(&txn(
+        150,
+        vec![ch(
+            "stock_quant",
+            Op::Update,
+            &[
+                ("id", "100"),
+                ("product_id", "3"),
+                ("location_id", "8"),
+                ("quantity", "9"),
+                ("reserved_quantity", "0"),
+            ],
+        )],
+    ));
+    let quantities: Vec<Decimal> = ev
+        .iter()
+        .filter_map(|e| match &e.event {
+            RetailEvent::SellableChanged { qty, .. } => Some(*qty),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(quantities, vec![dec("10"), dec("9")]);
+}
