@@ -117,3 +117,49 @@ pub async fn snapshot(
     drop(conn);
     Ok((txn, exported.consistent_point))
 }
+
+/// Reads every published row in one repeatable-read snapshot, for a restart with an existing
+/// slot; returns the rows and a WAL position at or after every commit they include.
+pub async fn restore_snapshot(
+    cfg: &cdc::SourceConfig,
+    publication: &str,
+) -> Result<(Transaction, Lsn), ReplError> {
+    let client = cfg.sql_client().await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    // The first statement takes the snapshot; the insert position read in it is at or after
+    // every commit the snapshot sees.
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    let lsn: Lsn = lsn
+        .parse()
+        .map_err(|e| ReplError::Protocol(format!("{e}")))?;
+    let tables = cdc::snapshot::published_columns(&client, publication).await?;
+    let mut txn = Transaction {
+        commit_lsn: lsn.0,
+        changes: Vec::new(),
+    };
+    for (schema, table, columns) in &tables {
+        cdc::snapshot::copy_table(&client, schema, table, columns, |values| {
+            txn.changes.push(RowChange {
+                table: table.clone(),
+                op: Op::Snapshot,
+                new: Some(
+                    columns
+                        .iter()
+                        .cloned()
+                        .zip(values.iter().cloned())
+                        .collect(),
+                ),
+                old: None,
+            });
+            Ok(())
+        })
+        .await?;
+    }
+    client.batch_execute("COMMIT").await?;
+    Ok((txn, lsn))
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use fixtures::emulator::accounting::{AccountingConfig as AcctEmuCfg, AccountingEmulator};
 use fixtures::emulator::odoo_rpc::{OdooRpcConfig, OdooRpcEmulator};
 use fixtures::emulator::shopify::{ShopifyConfig as ShopEmuCfg, ShopifyEmulator};
@@ -125,9 +125,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         api_key: "wms-key".into(),
         timeout: Duration::from_secs(5),
     })?);
-    let tokens = sinks::accounting::MemoryTokens::default();
-    sinks::accounting::TokenStore::save(&tokens, &acct_cfg.refresh_token)
-        .map_err(|e| anyhow!(e))?;
+    let tokens = sinks::accounting::MemoryTokens::with(&acct_cfg.refresh_token);
     let account_map: BTreeMap<String, String> = [
         ("121000", "84"),
         ("400000", "79"),
@@ -169,6 +167,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         slot: "odoo_cdc".into(),
         publication: "odoo_cdc".into(),
         snapshot: Some(snapshot),
+        restore: None,
         queue_capacity: 10_000,
         odoo_version: transforms::OdooVersion::V18,
     };

@@ -93,6 +93,8 @@ pub struct Shared {
     pub read: AtomicU64,
     /// Transactions read.
     pub transactions: AtomicU64,
+    /// Set to stop: the reader stops reading, waits for the sinks, confirms and returns.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -273,6 +275,8 @@ pub struct RunOptions {
     pub publication: String,
     /// The initial snapshot (already taken with the slot's creation) and its consistent point.
     pub snapshot: Option<(Transaction, Lsn)>,
+    /// After a restart: a snapshot of the tables and its position, to rebuild the state.
+    pub restore: Option<(Transaction, Lsn)>,
     /// Capacity of each sink queue.
     pub queue_capacity: usize,
     /// Odoo version.
@@ -284,8 +288,15 @@ pub async fn run(
     opts: RunOptions,
     sinks: Sinks,
     shared: Arc<Shared>,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReplError> {
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            stop.await;
+            shared.stopping.store(true, Ordering::SeqCst);
+        });
+    }
     let workers = spawn_workers(sinks, &shared, opts.queue_capacity.max(16));
     if let Ok(mut v) = shared.stats.lock() {
         v.extend(workers.iter().map(|(n, _, s)| (*n, s.clone())));
@@ -297,7 +308,9 @@ pub async fn run(
         dispatch(&workers, events, *point).await;
         start = *point;
     }
-    tokio::pin!(stop);
+    if let Some((snap, point)) = &opts.restore {
+        transformer.restore(snap, point.0);
+    }
     let mut decoder = Decoder::default();
     let mut backoff = Backoff::default();
     let mut acked = start;
@@ -335,28 +348,42 @@ pub async fn run(
                     shared.read.store(end.0, Ordering::SeqCst);
                     shared.transactions.fetch_add(1, Ordering::Relaxed);
                 }
+                if !stream.in_transaction() {
+                    // Caught up with the server past a restore snapshot: end the replay window.
+                    let pos = stream.keepalive_end();
+                    let resync = transformer.end_replay(pos.0);
+                    if !resync.is_empty() {
+                        dispatch(&workers, resync, pos).await;
+                    }
+                }
+                let stopping = shared.stopping.load(Ordering::SeqCst);
+                if stopping {
+                    // Graceful stop: let the sinks finish what is queued, then confirm.
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while !shared.quiet() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
                 let confirm = checkpoint(&workers, Lsn(shared.read.load(Ordering::SeqCst)));
                 if confirm > acked {
                     acked = confirm;
                     stream.ack(confirm);
                     shared.confirmed.store(confirm.0, Ordering::SeqCst);
                 }
-                if stream.is_ended() {
+                if stopping || stream.is_ended() {
+                    stream.close().await?;
                     return Ok::<(), ReplError>(());
                 }
             }
         };
-        tokio::select! {
-            r = session => match r {
-                Err(e) if e.is_transient() => {
-                    let d = backoff.next_delay();
-                    tracing::warn!(error = %e, ?d, "replication interrupted; reconnecting");
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e),
-                Ok(()) => return Ok(()),
-            },
-            () = &mut stop => return Ok(()),
+        match session.await {
+            Err(e) if e.is_transient() && !shared.stopping.load(Ordering::SeqCst) => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, ?d, "replication interrupted; reconnecting");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(()),
         }
     }
 }

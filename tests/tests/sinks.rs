@@ -9,9 +9,7 @@ use fixtures::emulator::accounting::{AccountingConfig as EmuCfg, AccountingEmula
 use fixtures::emulator::wms::{WmsConfig as WmsEmuCfg, WmsEmulator};
 use fixtures::emulator::Faults;
 use rust_decimal::Decimal;
-use sinks::accounting::{
-    AccountingClient, AccountingConfig, AccountingSink, MemoryTokens, Mode, TokenStore,
-};
+use sinks::accounting::{AccountingClient, AccountingConfig, AccountingSink, MemoryTokens, Mode};
 use sinks::wms::{WmsClient, WmsConfig, WmsSink};
 use transforms::events::{EntryKind, JournalEntry, JournalLine, PickLine, ShipTo};
 use transforms::RetailEvent;
@@ -139,17 +137,6 @@ fn account_map() -> BTreeMap<String, String> {
         .collect()
 }
 
-struct SharedTokens(Arc<MemoryTokens>);
-
-impl TokenStore for SharedTokens {
-    fn load(&self) -> Option<String> {
-        self.0.load()
-    }
-    fn save(&self, t: &str) -> Result<(), String> {
-        self.0.save(t)
-    }
-}
-
 #[tokio::test]
 async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
     let emu_cfg = EmuCfg {
@@ -157,8 +144,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
         ..EmuCfg::default()
     };
     let emu = AccountingEmulator::start(emu_cfg.clone(), 0).await.unwrap();
-    let tokens = Arc::new(MemoryTokens::default());
-    tokens.save(&emu_cfg.refresh_token).unwrap();
+    let tokens = Arc::new(MemoryTokens::with(&emu_cfg.refresh_token));
     let cfg = AccountingConfig {
         base_url: emu.url(),
         realm_id: emu_cfg.realm_id.clone(),
@@ -169,7 +155,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
         timeout: Duration::from_secs(5),
     };
     let mut sink = AccountingSink::new(
-        AccountingClient::new(cfg.clone(), Box::new(SharedTokens(tokens.clone()))).unwrap(),
+        AccountingClient::new(cfg.clone(), Box::new(tokens.clone())).unwrap(),
         account_map(),
         Mode::RealTime,
     );
@@ -186,7 +172,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
         "7"
     );
     assert_eq!(
-        tokens.load().unwrap(),
+        tokens.current().unwrap(),
         emu.refresh_token(),
         "the newest refresh token is persisted"
     );
@@ -195,7 +181,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     sink.deliver(&entry(2, "400000")).await.unwrap();
     assert_eq!(emu.entries().len(), 2);
-    assert_eq!(tokens.load().unwrap(), emu.refresh_token());
+    assert_eq!(tokens.current().unwrap(), emu.refresh_token());
 
     // A missing mapping is permanent and sends nothing.
     let err = sink.deliver(&entry(3, "999999")).await.unwrap_err();
@@ -209,7 +195,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
 
     // Batch mode: the mapped entries are booked in one call, the unmapped one fails alone.
     let mut batch = AccountingSink::new(
-        AccountingClient::new(cfg, Box::new(SharedTokens(tokens.clone()))).unwrap(),
+        AccountingClient::new(cfg, Box::new(tokens.clone())).unwrap(),
         account_map(),
         Mode::Batch {
             size: 30,

@@ -9,30 +9,47 @@ use serde_json::{json, Value};
 use super::config::AccountingConfig;
 use crate::policy::{from_response, from_transport, Class, SinkError};
 
+/// A boxed future, so token stores can be trait objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// Where the newest refresh token is kept (PostgreSQL in production): a refresh token rolls on
 /// every use, so losing the newest one locks odoo-cdc out.
 pub trait TokenStore: Send + Sync {
     /// The refresh token to use.
-    fn load(&self) -> Option<String>;
+    fn load(&self) -> BoxFuture<'_, Result<Option<String>, String>>;
     /// Persists a new refresh token; called before the old one is dropped.
-    fn save(&self, token: &str) -> Result<(), String>;
+    fn save<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// A token store in memory (tests, the demo).
 #[derive(Debug, Default)]
 pub struct MemoryTokens(pub std::sync::Mutex<Option<String>>);
 
-impl TokenStore for MemoryTokens {
-    fn load(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|g| g.clone())
+impl MemoryTokens {
+    /// A store holding `token`.
+    pub fn with(token: &str) -> Self {
+        Self(std::sync::Mutex::new(Some(token.to_string())))
     }
 
-    fn save(&self, token: &str) -> Result<(), String> {
-        *self
+    /// The token it holds.
+    pub fn current(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl TokenStore for MemoryTokens {
+    fn load(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        let v = self.current();
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn save<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        let r = self
             .0
             .lock()
-            .map_err(|_| "token store poisoned".to_string())? = Some(token.to_string());
-        Ok(())
+            .map(|mut g| *g = Some(token.to_string()))
+            .map_err(|_| "token store poisoned".to_string());
+        Box::pin(async move { r })
     }
 }
 
@@ -60,9 +77,16 @@ impl AccountingClient {
     }
 
     async fn refresh(&mut self) -> Result<String, SinkError> {
-        let refresh = self.tokens.load().ok_or_else(|| {
-            SinkError::permanent("no refresh token: authorize odoo-cdc with the accounting system")
-        })?;
+        let refresh = self
+            .tokens
+            .load()
+            .await
+            .map_err(|e| SinkError::transient(format!("reading the refresh token: {e}")))?
+            .ok_or_else(|| {
+                SinkError::permanent(
+                    "no refresh token: authorize odoo-cdc with the accounting system",
+                )
+            })?;
         let resp = self
             .http
             .post(format!("{}/oauth2/v1/tokens/bearer", self.cfg.base_url))
@@ -92,6 +116,7 @@ impl AccountingClient {
         if let Some(new_refresh) = v["refresh_token"].as_str() {
             self.tokens
                 .save(new_refresh)
+                .await
                 .map_err(|e| SinkError::transient(format!("persisting the refresh token: {e}")))?;
         }
         let ttl = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
@@ -162,5 +187,15 @@ impl AccountingClient {
     /// The entry JSON of the batch or single endpoint.
     pub fn batch_body(items: &[(String, Value)]) -> Value {
         json!({"BatchItemRequest": items.iter().map(|(bid, e)| json!({"bId": bid, "operation": "create", "JournalEntry": e})).collect::<Vec<_>>()})
+    }
+}
+
+impl<T: TokenStore> TokenStore for std::sync::Arc<T> {
+    fn load(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        (**self).load()
+    }
+
+    fn save<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        (**self).save(token)
     }
 }
