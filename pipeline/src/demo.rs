@@ -168,6 +168,8 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         publication: "odoo_cdc".into(),
         snapshot: Some(snapshot),
         restore: None,
+        restore_is_initial: false,
+        bootstrap_key: None,
         queue_capacity: 10_000,
         odoo_version: transforms::OdooVersion::V18,
     };

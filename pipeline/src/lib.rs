@@ -5,6 +5,8 @@ pub mod config;
 pub mod demo;
 pub mod fixtures_cmd;
 pub mod health;
+pub mod run_cmd;
 pub mod runtime;
 pub mod slot_cmd;
+pub mod state;
 pub mod tail;

@@ -86,6 +86,12 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Run the pipeline next to Odoo (SIGTERM stops it cleanly).
+    Run {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -231,6 +237,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             });
+        }
+        Command::Run { config } => {
+            drop(stdout);
+            let text = std::fs::read_to_string(&config)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
+            let cfg: pipeline::config::Config = text
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            pipeline::run_cmd::run(cfg).await?;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)

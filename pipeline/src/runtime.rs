@@ -95,6 +95,8 @@ pub struct Shared {
     pub transactions: AtomicU64,
     /// Set to stop: the reader stops reading, waits for the sinks, confirms and returns.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// The state database, where dead letters are kept (in memory only when absent).
+    pub state: Option<Arc<tokio_postgres::Client>>,
 }
 
 impl Shared {
@@ -140,17 +142,27 @@ fn record(stats: &SinkStats, started: Instant) {
     }
 }
 
-fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Sourced, reason: String) {
+/// Dead-letters an event: kept in the state database before the commit marker behind it is
+/// published, so the slot never moves past an event that is neither delivered nor parked.
+async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Sourced, reason: String) {
     stats.dead.fetch_add(1, Ordering::Relaxed);
     tracing::error!(sink, key = %s.event.key(), %reason, "dead-lettered");
-    if let Ok(mut d) = shared.dead_letters.lock() {
-        d.push(DeadLetter {
-            sink,
-            key: s.event.key(),
-            reason,
-            source_lsn: Lsn(s.source_commit_lsn).to_string(),
-            event: s.event.clone(),
-        });
+    let d = DeadLetter {
+        sink,
+        key: s.event.key(),
+        reason,
+        source_lsn: Lsn(s.source_commit_lsn).to_string(),
+        event: s.event.clone(),
+    };
+    if let Some(state) = &shared.state {
+        let mut backoff = Backoff::default();
+        while let Err(e) = crate::state::dead_letter(state, &d).await {
+            tracing::warn!(error = %e, "cannot record a dead letter; retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+    if let Ok(mut v) = shared.dead_letters.lock() {
+        v.push(d);
     }
 }
 
@@ -189,14 +201,16 @@ fn spawn_workers(
                         Ok(report) => {
                             for (s, t) in &events {
                                 match report.failed.iter().find(|(k, _)| *k == s.event.key()) {
-                                    Some((_, e)) => dead(&sh, &st, "shopify", s, e.message.clone()),
+                                    Some((_, e)) => {
+                                        dead(&sh, &st, "shopify", s, e.message.clone()).await
+                                    }
                                     None => record(&st, *t),
                                 }
                             }
                         }
                         Err(e) => {
                             for (s, _) in &events {
-                                dead(&sh, &st, "shopify", s, e.message.clone());
+                                dead(&sh, &st, "shopify", s, e.message.clone()).await;
                             }
                         }
                     }
@@ -219,7 +233,7 @@ fn spawn_workers(
                 match item {
                     Item::Event(s, t) => match retrying!(&st, sink.deliver(&s.event)) {
                         Ok(_) => record(&st, t),
-                        Err(e) => dead(&sh, &st, "wms", &s, e.message),
+                        Err(e) => dead(&sh, &st, "wms", &s, e.message).await,
                     },
                     Item::Commit(lsn) => {
                         st.delivered_marker.fetch_max(lsn.0, Ordering::SeqCst);
@@ -242,7 +256,7 @@ fn spawn_workers(
                         };
                         match retrying!(&st, sink.deliver(entry)) {
                             Ok(()) => record(&st, t),
-                            Err(e) => dead(&sh, &st, "accounting", &s, e.message),
+                            Err(e) => dead(&sh, &st, "accounting", &s, e.message).await,
                         }
                     }
                     Item::Commit(lsn) => {
@@ -277,6 +291,11 @@ pub struct RunOptions {
     pub snapshot: Option<(Transaction, Lsn)>,
     /// After a restart: a snapshot of the tables and its position, to rebuild the state.
     pub restore: Option<(Transaction, Lsn)>,
+    /// The restore snapshot must also redo the initial synchronisation (the previous run died
+    /// before its snapshot was delivered).
+    pub restore_is_initial: bool,
+    /// Recorded in the state database once the initial synchronisation is delivered.
+    pub bootstrap_key: Option<String>,
     /// Capacity of each sink queue.
     pub queue_capacity: usize,
     /// Odoo version.
@@ -304,13 +323,19 @@ pub async fn run(
     let mut transformer = Transformer::new(opts.odoo_version);
     let mut start = Lsn::ZERO;
     if let Some((snap, point)) = &opts.snapshot {
-        let events = transformer.apply(snap);
+        let events = transformer.initial(snap, None);
         dispatch(&workers, events, *point).await;
         start = *point;
     }
     if let Some((snap, point)) = &opts.restore {
-        transformer.restore(snap, point.0);
+        if opts.restore_is_initial {
+            let events = transformer.initial(snap, Some(point.0));
+            dispatch(&workers, events, *point).await;
+        } else {
+            transformer.restore(snap, point.0);
+        }
     }
+    let mut bootstrap_key = opts.bootstrap_key.clone();
     let mut decoder = Decoder::default();
     let mut backoff = Backoff::default();
     let mut acked = start;
@@ -354,6 +379,15 @@ pub async fn run(
                     let resync = transformer.end_replay(pos.0);
                     if !resync.is_empty() {
                         dispatch(&workers, resync, pos).await;
+                    }
+                }
+                if let (Some(key), Some(state)) = (&bootstrap_key, &shared.state) {
+                    // The initial synchronisation is durable once every sink delivered it.
+                    if shared.quiet() {
+                        if crate::state::put(state, key, "done").await.is_ok() {
+                            tracing::info!("initial synchronisation delivered");
+                            bootstrap_key = None;
+                        }
                     }
                 }
                 let stopping = shared.stopping.load(Ordering::SeqCst);

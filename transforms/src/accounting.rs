@@ -42,6 +42,8 @@ pub struct Accounting {
     partners: HashMap<i64, String>,
     before: HashMap<i64, String>,
     touched: BTreeSet<i64>,
+    /// Moves already re-booked in the current replay window.
+    replayed: BTreeSet<i64>,
 }
 
 impl Accounting {
@@ -163,7 +165,16 @@ impl Accounting {
             if m.state != "posted" || (was == "posted" && !replay) {
                 continue;
             }
-            let postings = m.postings + 1;
+            // A transition counts a new posting; a replayed posted move is booked again once,
+            // under the posting it already had (the requestid then dedupes it).
+            let postings = if was == "posted" {
+                if !self.replayed.insert(id) {
+                    continue;
+                }
+                m.postings.max(1)
+            } else {
+                m.postings + 1
+            };
             if let Some(mm) = self.moves.get_mut(&id) {
                 mm.postings = postings;
             }

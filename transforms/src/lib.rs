@@ -44,6 +44,29 @@ impl Transformer {
         }
     }
 
+    /// The initial synchronisation from a snapshot: every sellable quantity and every ready
+    /// picking; posted moves are history the books already hold and are not booked.
+    /// `replay_until`: when the snapshot was taken after the slot's position (an initial sync
+    /// redone after a crash), transactions before it are treated as a replay.
+    pub fn initial(&mut self, snapshot: &Transaction, replay_until: Option<u64>) -> Vec<Sourced> {
+        for c in &snapshot.changes {
+            self.inventory.apply(c);
+            self.fulfillment.apply(c);
+            self.accounting.apply(c);
+        }
+        let mut events = self.inventory.finish();
+        events.extend(self.fulfillment.finish());
+        self.accounting.finish_quietly();
+        self.replay_until = replay_until;
+        events
+            .into_iter()
+            .map(|event| Sourced {
+                event,
+                source_commit_lsn: snapshot.commit_lsn,
+            })
+            .collect()
+    }
+
     /// Rebuilds the state from a snapshot taken at `snapshot_lsn` (after the slot's confirmed
     /// position), without emitting anything; transactions committed before `snapshot_lsn` are
     /// then treated as a replay.

@@ -1,0 +1,212 @@
+//! `odoo-cdc run --config odoo-cdc.toml`: the pipeline next to a real Odoo database.
+//!
+//! On the first start the slot is created with an exported snapshot (unless managed) and every
+//! published row is synchronised; on a restart the state is rebuilt from a snapshot of the
+//! tables and the stream resumes from the slot's confirmed position. SIGTERM (or Ctrl-C) stops
+//! reading, lets the sinks finish what is queued, confirms, and exits 0.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cdc::conn::ReplicationConnection;
+use cdc::SourceConfig;
+use transforms::OdooVersion;
+
+use crate::config::Config;
+use crate::runtime::{self, RunOptions, Shared, Sinks};
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> Result<Sinks> {
+    let timeout = Duration::from_secs(10);
+    let shopify = match &cfg.sinks.shopify {
+        Some(s) => Some(sinks::shopify::ShopifySink::new(
+            sinks::shopify::ShopifyConfig {
+                graphql_url: s.graphql_url.clone(),
+                access_token: s.access_token.expose().to_string(),
+                location_map: s.location_map.clone(),
+                sku_map: s.sku_map.clone(),
+                safety_stock: s.safety_stock,
+                safety_stock_by_sku: s.safety_stock_by_sku.clone(),
+                timeout,
+            },
+        )?),
+        None => None,
+    };
+    let wms = match &cfg.sinks.wms {
+        Some(w) => Some(sinks::wms::WmsSink::new(sinks::wms::WmsClient::new(
+            sinks::wms::WmsConfig {
+                base_url: w.base_url.clone(),
+                api_key: w.api_key.expose().to_string(),
+                timeout,
+            },
+        )?)),
+        None => None,
+    };
+    let accounting = match &cfg.sinks.accounting {
+        Some(a) => {
+            // The configured refresh token only seeds the store; newer ones live in odoo_cdc.kv.
+            if crate::state::get(state, crate::state::REFRESH_TOKEN_KEY)
+                .await?
+                .is_none()
+                && !a.refresh_token.expose().is_empty()
+            {
+                crate::state::put(
+                    state,
+                    crate::state::REFRESH_TOKEN_KEY,
+                    a.refresh_token.expose(),
+                )
+                .await?;
+            }
+            let mode = if a.mode == "batch" {
+                sinks::accounting::Mode::Batch {
+                    size: a.batch_size,
+                    interval: Duration::from_millis(a.flush_interval_ms),
+                }
+            } else {
+                sinks::accounting::Mode::RealTime
+            };
+            let client = sinks::accounting::AccountingClient::new(
+                sinks::accounting::AccountingConfig {
+                    base_url: a.base_url.clone(),
+                    realm_id: a.realm_id.clone(),
+                    client_id: a.client_id.clone(),
+                    client_secret: a.client_secret.expose().to_string(),
+                    account_map: a.account_map.clone(),
+                    mode,
+                    timeout,
+                },
+                Box::new(crate::state::PgTokens(state.clone())),
+            )?;
+            Some(sinks::accounting::AccountingSink::new(
+                client,
+                a.account_map.clone(),
+                mode,
+            ))
+        }
+        None => None,
+    };
+    Ok(Sinks {
+        shopify,
+        wms,
+        accounting,
+    })
+}
+
+/// Runs until SIGTERM / Ctrl-C.
+pub async fn run(mut cfg: Config) -> Result<()> {
+    cfg.apply_env(&|k| std::env::var(k).ok());
+    cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
+    let mut source = SourceConfig::from_str(&cfg.source.url)?;
+    if !cfg.source.password.expose().is_empty() {
+        source.password = Some(cfg.source.password.expose().to_string());
+    }
+    let version = match cfg.source.odoo_version {
+        17 => OdooVersion::V17,
+        19 => OdooVersion::V19,
+        _ => OdooVersion::V18,
+    };
+    let state = Arc::new(
+        source
+            .sql_client()
+            .await
+            .context("connecting for odoo-cdc's state")?,
+    );
+    crate::state::migrate(&state)
+        .await
+        .context("migrating the odoo_cdc state schema (the role needs CREATE on the database)")?;
+
+    let mut conn = ReplicationConnection::connect(&source).await?;
+    if cdc::slot::publication_tables(&mut conn, &cfg.source.publication)
+        .await?
+        .is_none()
+    {
+        bail!(
+            "publication {:?} does not exist: create it with `odoo-cdc slot create --dry-run` (as a role that owns Odoo's tables)",
+            cfg.source.publication
+        );
+    }
+    let slot_exists = cdc::slot::status(&mut conn, &cfg.source.slot)
+        .await?
+        .is_some();
+    drop(conn);
+    let bootstrap_key = format!("bootstrap.{}", cfg.source.slot);
+    let bootstrapped = crate::state::get(&state, &bootstrap_key).await?.is_some();
+    let (snapshot, restore) = if slot_exists {
+        tracing::info!(
+            bootstrapped,
+            "slot exists: rebuilding state from a snapshot of the published tables"
+        );
+        (
+            None,
+            Some(crate::capture::restore_snapshot(&source, &cfg.source.publication).await?),
+        )
+    } else if cfg.source.managed {
+        bail!(
+            "managed mode: replication slot {:?} does not exist; ask the DBA to create it (`odoo-cdc slot create --dry-run`)",
+            cfg.source.slot
+        );
+    } else {
+        tracing::info!(slot = %cfg.source.slot, "creating the slot with an initial snapshot");
+        (
+            Some(
+                crate::capture::snapshot(&source, &cfg.source.slot, &cfg.source.publication)
+                    .await?,
+            ),
+            None,
+        )
+    };
+    let sinks = build_sinks(&cfg, &state).await?;
+    let shared = Arc::new(Shared {
+        state: Some(state.clone()),
+        ..Shared::default()
+    });
+    let _health = match &cfg.runtime.metrics_listen {
+        Some(addr) => {
+            let port = addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| anyhow!("runtime.metrics_listen: no port in {addr:?}"))?;
+            Some(crate::health::serve(shared.clone(), port).await?)
+        }
+        None => None,
+    };
+    let opts = RunOptions {
+        source,
+        slot: cfg.source.slot.clone(),
+        publication: cfg.source.publication.clone(),
+        snapshot,
+        restore,
+        restore_is_initial: !bootstrapped,
+        bootstrap_key: (!bootstrapped).then_some(bootstrap_key),
+        queue_capacity: cfg.runtime.queue_capacity,
+        odoo_version: version,
+    };
+    tracing::info!("running");
+    runtime::run(opts, sinks, shared.clone(), stop_signal()).await?;
+    tracing::info!(confirmed = %cdc::Lsn(shared.confirmed.load(std::sync::atomic::Ordering::SeqCst)), "stopped cleanly");
+    Ok(())
+}

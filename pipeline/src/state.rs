@@ -1,0 +1,85 @@
+//! odoo-cdc's own state in PostgreSQL, schema `odoo_cdc` (migrations at start): a key-value
+//! table (the newest accounting refresh token, mappings) and the dead-letter table. Never in
+//! memory only, never in local files.
+
+use std::sync::Arc;
+
+use sinks::accounting::client::BoxFuture;
+use sinks::accounting::TokenStore;
+use tokio_postgres::Client;
+
+/// Migrations, in order; each runs once (idempotent DDL).
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE SCHEMA IF NOT EXISTS odoo_cdc",
+    "CREATE TABLE IF NOT EXISTS odoo_cdc.kv (key text PRIMARY KEY, value text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS odoo_cdc.dead_letters (id bigserial PRIMARY KEY, sink text NOT NULL, key text NOT NULL, \
+     reason text NOT NULL, source_lsn text NOT NULL, event jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), \
+     replayed_at timestamptz)",
+];
+
+/// Runs the migrations.
+pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
+    for m in MIGRATIONS {
+        client.batch_execute(m).await?;
+    }
+    Ok(())
+}
+
+/// Reads a value.
+pub async fn get(client: &Client, key: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT value FROM odoo_cdc.kv WHERE key = $1", &[&key])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Writes a value.
+pub async fn put(client: &Client, key: &str, value: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO odoo_cdc.kv (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            &[&key, &value],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Key of the accounting refresh token.
+pub const REFRESH_TOKEN_KEY: &str = "accounting.refresh_token";
+
+/// The accounting refresh token, kept in `odoo_cdc.kv`.
+pub struct PgTokens(pub Arc<Client>);
+
+impl TokenStore for PgTokens {
+    fn load(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async move {
+            get(&self.0, REFRESH_TOKEN_KEY)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn save<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            put(&self.0, REFRESH_TOKEN_KEY, token)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Records a dead letter.
+pub async fn dead_letter(
+    client: &Client,
+    d: &crate::runtime::DeadLetter,
+) -> Result<(), tokio_postgres::Error> {
+    let event = serde_json::to_value(&d.event).unwrap_or(serde_json::Value::Null);
+    client
+        .execute(
+            "INSERT INTO odoo_cdc.dead_letters (sink, key, reason, source_lsn, event) VALUES ($1, $2, $3, $4, $5)",
+            &[&d.sink, &d.key, &d.reason, &d.source_lsn, &event],
+        )
+        .await?;
+    Ok(())
+}
