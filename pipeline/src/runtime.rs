@@ -383,11 +383,9 @@ pub async fn run(
                 }
                 if let (Some(key), Some(state)) = (&bootstrap_key, &shared.state) {
                     // The initial synchronisation is durable once every sink delivered it.
-                    if shared.quiet() {
-                        if crate::state::put(state, key, "done").await.is_ok() {
-                            tracing::info!("initial synchronisation delivered");
-                            bootstrap_key = None;
-                        }
+                    if shared.quiet() && crate::state::put(state, key, "done").await.is_ok() {
+                        tracing::info!("initial synchronisation delivered");
+                        bootstrap_key = None;
                     }
                 }
                 let stopping = shared.stopping.load(Ordering::SeqCst);
