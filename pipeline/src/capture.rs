@@ -78,25 +78,20 @@ impl EventHandler for TxnCollector {
     }
 }
 
-/// Creates the slot with an exported snapshot and reads every published row as one
-/// transaction of `Op::Snapshot` changes (commit LSN = the consistent point); streaming then
-/// starts at that point.
-pub async fn snapshot(
-    cfg: &cdc::SourceConfig,
-    slot: &str,
+/// Copies every published table in the client's current transaction into one transaction of
+/// `Op::Snapshot` changes at `lsn`.
+async fn copy_published(
+    client: &tokio_postgres::Client,
     publication: &str,
-) -> Result<(Transaction, Lsn), ReplError> {
-    let mut conn = cdc::conn::ReplicationConnection::connect(cfg).await?;
-    let exported = cdc::snapshot::create_slot_with_snapshot(&mut conn, slot).await?;
-    let client = cfg.sql_client().await?;
-    cdc::snapshot::begin_in_snapshot(&client, &exported.snapshot_name).await?;
-    let tables = cdc::snapshot::published_columns(&client, publication).await?;
+    lsn: Lsn,
+) -> Result<Transaction, ReplError> {
+    let tables = cdc::snapshot::published_columns(client, publication).await?;
     let mut txn = Transaction {
-        commit_lsn: exported.consistent_point.0,
+        commit_lsn: lsn.0,
         changes: Vec::new(),
     };
     for (schema, table, columns) in &tables {
-        cdc::snapshot::copy_table(&client, schema, table, columns, |values| {
+        cdc::snapshot::copy_table(client, schema, table, columns, |values| {
             txn.changes.push(RowChange {
                 table: table.clone(),
                 op: Op::Snapshot,
@@ -113,6 +108,22 @@ pub async fn snapshot(
         })
         .await?;
     }
+    Ok(txn)
+}
+
+/// Creates the slot with an exported snapshot and reads every published row as one
+/// transaction of `Op::Snapshot` changes (commit LSN = the consistent point); streaming then
+/// starts at that point.
+pub async fn snapshot(
+    cfg: &cdc::SourceConfig,
+    slot: &str,
+    publication: &str,
+) -> Result<(Transaction, Lsn), ReplError> {
+    let mut conn = cdc::conn::ReplicationConnection::connect(cfg).await?;
+    let exported = cdc::snapshot::create_slot_with_snapshot(&mut conn, slot).await?;
+    let client = cfg.sql_client().await?;
+    cdc::snapshot::begin_in_snapshot(&client, &exported.snapshot_name).await?;
+    let txn = copy_published(&client, publication, exported.consistent_point).await?;
     client.batch_execute("COMMIT").await?;
     drop(conn);
     Ok((txn, exported.consistent_point))
@@ -137,29 +148,7 @@ pub async fn restore_snapshot(
     let lsn: Lsn = lsn
         .parse()
         .map_err(|e| ReplError::Protocol(format!("{e}")))?;
-    let tables = cdc::snapshot::published_columns(&client, publication).await?;
-    let mut txn = Transaction {
-        commit_lsn: lsn.0,
-        changes: Vec::new(),
-    };
-    for (schema, table, columns) in &tables {
-        cdc::snapshot::copy_table(&client, schema, table, columns, |values| {
-            txn.changes.push(RowChange {
-                table: table.clone(),
-                op: Op::Snapshot,
-                new: Some(
-                    columns
-                        .iter()
-                        .cloned()
-                        .zip(values.iter().cloned())
-                        .collect(),
-                ),
-                old: None,
-            });
-            Ok(())
-        })
-        .await?;
-    }
+    let txn = copy_published(&client, publication, lsn).await?;
     client.batch_execute("COMMIT").await?;
     Ok((txn, lsn))
 }
