@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod config;
 pub mod demo;
+pub mod dlq_cmd;
 pub mod fixtures_cmd;
 pub mod health;
 pub mod run_cmd;

@@ -92,6 +92,11 @@ enum Command {
         #[arg(long, default_value = "odoo-cdc.toml")]
         config: std::path::PathBuf,
     },
+    /// Dead letters: list them, or deliver them again once the cause is fixed.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -108,6 +113,38 @@ enum Command {
         #[command(subcommand)]
         action: SlotAction,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List dead letters: id, sink, key, source LSN, state, reason.
+    List {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver pending dead letters again.
+    Replay {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+        /// One dead letter.
+        #[arg(long)]
+        id: Option<i64>,
+        /// All pending dead letters.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<pipeline::config::Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[derive(Subcommand)]
@@ -248,6 +285,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipeline::run_cmd::run(cfg).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Dlq { action } => match action {
+            DlqAction::List { config, json } => {
+                pipeline::dlq_cmd::list(load_config(&config)?, json, &mut stdout).await?;
+            }
+            DlqAction::Replay { config, id, all } => {
+                let ok =
+                    pipeline::dlq_cmd::replay(load_config(&config)?, id, all, &mut stdout).await?;
+                if !ok {
+                    return Ok(ExitCode::from(3));
+                }
+            }
+        },
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;

@@ -39,7 +39,8 @@ async fn stop_signal() {
     }
 }
 
-async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> Result<Sinks> {
+/// Builds the configured sinks (the accounting refresh token lives in the state database).
+pub async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> Result<Sinks> {
     let timeout = Duration::from_secs(10);
     let shopify = match &cfg.sinks.shopify {
         Some(s) => Some(sinks::shopify::ShopifySink::new(

@@ -2,10 +2,10 @@
 //! minimisation): no customer email to accounting, no prices to the warehouse.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Ship-to address for a packing slip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipTo {
     /// Recipient.
     pub name: String,
@@ -18,7 +18,7 @@ pub struct ShipTo {
 }
 
 /// A line to pick.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PickLine {
     /// SKU.
     pub sku: String,
@@ -27,7 +27,7 @@ pub struct PickLine {
 }
 
 /// A journal line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalLine {
     /// Odoo account code (e.g. `121000`).
     pub account_code: String,
@@ -42,7 +42,7 @@ pub struct JournalLine {
 }
 
 /// What an accounting entry is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     /// A customer invoice.
     Invoice,
@@ -56,7 +56,7 @@ pub enum EntryKind {
 }
 
 /// A posted journal entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
     /// Odoo move id.
     pub move_id: i64,
@@ -78,7 +78,7 @@ pub struct JournalEntry {
 }
 
 /// An event for the sinks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RetailEvent {
     /// Odoo's sellable quantity of a SKU in a warehouse changed.
     SellableChanged {
@@ -134,7 +134,7 @@ impl RetailEvent {
 }
 
 /// An event with the commit it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sourced {
     /// The event.
     pub event: RetailEvent,

@@ -1,0 +1,121 @@
+//! `odoo-cdc dlq list` and `odoo-cdc dlq replay [--id N | --all]`: what could not be delivered,
+//! why, and delivering it again once the cause (a mapping, a missing SKU) is fixed.
+
+use std::io::Write;
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Result};
+use cdc::SourceConfig;
+use transforms::RetailEvent;
+
+use crate::config::Config;
+
+async fn state_client(cfg: &mut Config) -> Result<tokio_postgres::Client> {
+    cfg.apply_env(&|k| std::env::var(k).ok());
+    cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
+    let mut source = SourceConfig::from_str(&cfg.source.url)?;
+    if !cfg.source.password.expose().is_empty() {
+        source.password = Some(cfg.source.password.expose().to_string());
+    }
+    let client = source.sql_client().await?;
+    crate::state::migrate(&client).await?;
+    Ok(client)
+}
+
+/// Prints the dead letters.
+pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<()> {
+    let client = state_client(&mut cfg).await?;
+    let rows = client
+        .query(
+            "SELECT id, sink, key, source_lsn, reason, created_at::text, replayed_at::text, event::text \
+             FROM odoo_cdc.dead_letters ORDER BY id",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let (id, sink, key, lsn, reason): (i64, String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let created: String = r.get(5);
+        let replayed: Option<String> = r.get(6);
+        if json {
+            let event: serde_json::Value =
+                serde_json::from_str(&r.get::<_, String>(7)).unwrap_or_default();
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"id": id, "sink": sink, "key": key, "source_lsn": lsn, "reason": reason,
+                                   "created_at": created, "replayed_at": replayed, "event": event})
+            )?;
+        } else {
+            let state = replayed.map_or_else(|| "pending".to_string(), |t| format!("replayed {t}"));
+            writeln!(out, "{id}\t{sink}\t{key}\t{lsn}\t{state}\t{reason}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers pending dead letters again (one, or all); marks the delivered ones.
+pub async fn replay(
+    mut cfg: Config,
+    id: Option<i64>,
+    all: bool,
+    out: &mut impl Write,
+) -> Result<bool> {
+    if id.is_none() && !all {
+        bail!("say which: --id N or --all");
+    }
+    let client = std::sync::Arc::new(state_client(&mut cfg).await?);
+    let rows = client
+        .query(
+            "SELECT id, sink, event::text FROM odoo_cdc.dead_letters WHERE replayed_at IS NULL AND ($1::bigint IS NULL OR id = $1) ORDER BY id",
+            &[&id],
+        )
+        .await?;
+    if rows.is_empty() {
+        writeln!(out, "nothing to replay")?;
+        return Ok(true);
+    }
+    let mut sinks = crate::run_cmd::build_sinks(&cfg, &client).await?;
+    let mut all_ok = true;
+    for r in rows {
+        let (id, sink): (i64, String) = (r.get(0), r.get(1));
+        let event: RetailEvent = serde_json::from_str(&r.get::<_, String>(2))?;
+        let result: Result<(), String> = match (sink.as_str(), &event) {
+            ("shopify", _) => match sinks.shopify.as_mut() {
+                Some(s) => match s.deliver(std::slice::from_ref(&event)).await {
+                    Ok(report) => match report.failed.first() {
+                        Some((_, e)) => Err(e.message.clone()),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e.message),
+                },
+                None => Err("the shopify sink is not configured".into()),
+            },
+            ("wms", _) => match sinks.wms.as_ref() {
+                Some(s) => s.deliver(&event).await.map(drop).map_err(|e| e.message),
+                None => Err("the wms sink is not configured".into()),
+            },
+            ("accounting", RetailEvent::JournalEntry(entry)) => match sinks.accounting.as_mut() {
+                Some(s) => s.deliver(entry).await.map_err(|e| e.message),
+                None => Err("the accounting sink is not configured".into()),
+            },
+            (other, _) => Err(format!("unknown sink {other}")),
+        };
+        match result {
+            Ok(()) => {
+                client
+                    .execute(
+                        "UPDATE odoo_cdc.dead_letters SET replayed_at = now() WHERE id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                writeln!(out, "{id}\t{sink}\treplayed")?;
+            }
+            Err(reason) => {
+                all_ok = false;
+                writeln!(out, "{id}\t{sink}\tstill failing: {reason}")?;
+            }
+        }
+    }
+    Ok(all_ok)
+}
