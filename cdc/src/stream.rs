@@ -200,10 +200,11 @@ impl ReplicationStream {
         Ok(())
     }
 
-    /// Reads until at least one XLogData message or keepalive is available and returns every
-    /// complete XLogData message in the buffer. Keepalives are handled here (the batch is empty
-    /// when only keepalives came); status updates are sent when due. After CopyDone from the
-    /// server, [`Self::is_ended`] is true.
+    /// Reads until at least one XLogData message or keepalive is available, or a status
+    /// interval passes, and returns every complete XLogData message in the buffer. Keepalives
+    /// are handled here (the batch is empty when only keepalives came or the interval passed);
+    /// status updates are sent when due. After CopyDone from the server, [`Self::is_ended`] is
+    /// true.
     pub async fn next_batch(&mut self) -> Result<Batch<'_>, ReplError> {
         self.conn.read_buf.advance(self.consumed);
         self.consumed = 0;
@@ -229,7 +230,16 @@ impl ReplicationStream {
                 .max(Duration::from_millis(1));
             match tokio::time::timeout(wait, self.conn.fill()).await {
                 Ok(r) => r?,
-                Err(_) => continue,
+                // A status interval passed with nothing to read: hand back an empty batch, so
+                // the consumer can acknowledge work that finished meanwhile (an idle stream
+                // must still move the slot).
+                Err(_) => {
+                    self.send_status(false).await?;
+                    return Ok(Batch {
+                        buf: &[],
+                        frames: &[],
+                    });
+                }
             }
         }
     }

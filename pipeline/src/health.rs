@@ -51,6 +51,14 @@ pub fn render(shared: &Shared) -> String {
             s.retries.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_parked_total counter");
+    for (name, s) in &stats {
+        let _ = writeln!(
+            out,
+            "odoo_cdc_sink_parked_total{{sink=\"{name}\"}} {}",
+            s.parked.load(Ordering::Relaxed)
+        );
+    }
     let _ = writeln!(out, "# TYPE odoo_cdc_sink_dead_lettered_total counter");
     for (name, s) in &stats {
         let _ = writeln!(

@@ -62,6 +62,8 @@ pub struct SinkStats {
     pub retries: AtomicU64,
     /// Events dead-lettered.
     pub dead: AtomicU64,
+    /// Events parked in the outbox.
+    pub parked: AtomicU64,
     /// Delivery latencies from commit to acknowledgement, in microseconds.
     pub latencies_us: Mutex<Vec<u64>>,
     /// Newest commit marker fully delivered.
@@ -122,19 +124,6 @@ async fn wait_before_retry(stats: &SinkStats, e: &SinkError, backoff: &mut Backo
     tokio::time::sleep(wait).await;
 }
 
-/// Retries `$call` while it fails transiently; evaluates to its final result.
-macro_rules! retrying {
-    ($stats:expr, $call:expr) => {{
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-        loop {
-            match $call.await {
-                Err(e) if e.is_transient() => wait_before_retry($stats, &e, &mut backoff).await,
-                other => break other,
-            }
-        }
-    }};
-}
-
 fn record(stats: &SinkStats, started: Instant) {
     stats.delivered.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut l) = stats.latencies_us.lock() {
@@ -166,108 +155,272 @@ async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Source
     }
 }
 
+/// One configured sink.
+enum SinkHandle {
+    Shopify(Box<ShopifySink>),
+    Wms(WmsSink),
+    Accounting(Box<AccountingSink>),
+}
+
+impl SinkHandle {
+    fn name(&self) -> &'static str {
+        match self {
+            SinkHandle::Shopify(_) => "shopify",
+            SinkHandle::Wms(_) => "wms",
+            SinkHandle::Accounting(_) => "accounting",
+        }
+    }
+
+    /// Delivers events in order; one result per event. `Err` is a transient failure of the
+    /// whole call (nothing after the failing event was attempted).
+    async fn deliver(&mut self, events: &[Sourced]) -> Result<Vec<Result<(), String>>, SinkError> {
+        match self {
+            SinkHandle::Shopify(sink) => {
+                let batch: Vec<RetailEvent> = events.iter().map(|s| s.event.clone()).collect();
+                let report = sink.deliver(&batch).await?;
+                Ok(events
+                    .iter()
+                    .map(
+                        |s| match report.failed.iter().find(|(k, _)| *k == s.event.key()) {
+                            Some((_, e)) => Err(e.message.clone()),
+                            None => Ok(()),
+                        },
+                    )
+                    .collect())
+            }
+            SinkHandle::Wms(sink) => {
+                let mut out = Vec::new();
+                for s in events {
+                    match sink.deliver(&s.event).await {
+                        Ok(_) => out.push(Ok(())),
+                        Err(e) if e.is_transient() && out.is_empty() => return Err(e),
+                        Err(e) if e.is_transient() => break,
+                        Err(e) => out.push(Err(e.message)),
+                    }
+                }
+                Ok(out)
+            }
+            SinkHandle::Accounting(sink) => {
+                let mut out = Vec::new();
+                for s in events {
+                    let RetailEvent::JournalEntry(entry) = &s.event else {
+                        out.push(Ok(()));
+                        continue;
+                    };
+                    match sink.deliver(entry).await {
+                        Ok(()) => out.push(Ok(())),
+                        Err(e) if e.is_transient() && out.is_empty() => return Err(e),
+                        Err(e) if e.is_transient() => break,
+                        Err(e) => out.push(Err(e.message)),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A sink worker: delivers its queue in order; after `max_hold` of failing it parks events in
+/// the outbox (so the slot moves on) and drains the outbox, in order, once the sink recovers.
+struct Worker {
+    sink: SinkHandle,
+    stats: Arc<SinkStats>,
+    shared: Arc<Shared>,
+    max_hold: Duration,
+    parked: bool,
+    stuck_since: Option<Instant>,
+}
+
+impl Worker {
+    fn can_park(&self) -> bool {
+        self.shared.state.is_some()
+    }
+
+    async fn park(&mut self, events: &[Sourced]) {
+        let Some(state) = self.shared.state.clone() else {
+            return;
+        };
+        for s in events {
+            let mut backoff = Backoff::default();
+            while let Err(e) = crate::state::park(&state, self.sink.name(), s).await {
+                tracing::warn!(error = %e, "cannot park an event; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            self.stats.parked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Delivers events (in order), retrying transient failures until `max_hold`, then parking.
+    async fn handle(&mut self, events: Vec<(Sourced, Instant)>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.parked {
+            let plain: Vec<Sourced> = events.into_iter().map(|(s, _)| s).collect();
+            self.park(&plain).await;
+            return;
+        }
+        let mut rest = events;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        while !rest.is_empty() {
+            let batch: Vec<Sourced> = rest.iter().map(|(s, _)| s.clone()).collect();
+            match self.sink.deliver(&batch).await {
+                Ok(results) => {
+                    self.stuck_since = None;
+                    let done = results.len();
+                    for (r, (s, t)) in results.into_iter().zip(rest.iter()) {
+                        match r {
+                            Ok(()) => record(&self.stats, *t),
+                            Err(reason) => {
+                                dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
+                            }
+                        }
+                    }
+                    rest.drain(..done.min(rest.len()));
+                }
+                Err(e) => {
+                    let since = *self.stuck_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.max_hold && self.can_park() {
+                        tracing::warn!(sink = self.sink.name(), error = %e, "sink down for longer than max_hold; parking events in the outbox");
+                        self.parked = true;
+                        let plain: Vec<Sourced> = rest.iter().map(|(s, _)| s.clone()).collect();
+                        self.park(&plain).await;
+                        return;
+                    }
+                    wait_before_retry(&self.stats, &e, &mut backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Tries to deliver the outbox, oldest first; leaves parking mode when it is empty.
+    async fn drain(&mut self) {
+        let Some(state) = self.shared.state.clone() else {
+            self.parked = false;
+            return;
+        };
+        loop {
+            let parked = match crate::state::parked(&state, self.sink.name(), 100).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox");
+                    return;
+                }
+            };
+            if parked.is_empty() {
+                self.parked = false;
+                self.stuck_since = None;
+                tracing::info!(
+                    sink = self.sink.name(),
+                    "outbox drained; delivering live again"
+                );
+                return;
+            }
+            let events: Vec<Sourced> = parked.iter().map(|(_, s)| s.clone()).collect();
+            match self.sink.deliver(&events).await {
+                Ok(results) => {
+                    for (r, (id, s)) in results.into_iter().zip(parked.iter()) {
+                        match r {
+                            Ok(()) => record(&self.stats, Instant::now()),
+                            Err(reason) => {
+                                dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
+                            }
+                        }
+                        if let Err(e) = crate::state::unpark(&state, *id).await {
+                            tracing::warn!(error = %e, "cannot clear an outbox row");
+                            return;
+                        }
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
+        // Parked events from an earlier run come first.
+        if let Some(state) = &self.shared.state {
+            if crate::state::parked(state, self.sink.name(), 1)
+                .await
+                .is_ok_and(|p| !p.is_empty())
+            {
+                self.parked = true;
+            }
+        }
+        loop {
+            let first = if self.parked {
+                tokio::select! {
+                    item = rx.recv() => item,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                        self.drain().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { return };
+            let mut items = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                items.push(more);
+                if items.len() >= 1000 {
+                    break;
+                }
+            }
+            // Events up to each commit marker, then the marker: markers publish only what is
+            // delivered, dead-lettered or parked.
+            let mut events = Vec::new();
+            for item in items {
+                match item {
+                    Item::Event(s, t) => events.push(((*s).clone(), t)),
+                    Item::Commit(lsn) => {
+                        self.handle(std::mem::take(&mut events)).await;
+                        self.stats
+                            .delivered_marker
+                            .fetch_max(lsn.0, Ordering::SeqCst);
+                    }
+                }
+            }
+            self.handle(events).await;
+        }
+    }
+}
+
 /// Starts a worker per configured sink; returns the queue senders.
 fn spawn_workers(
     sinks: Sinks,
     shared: &Arc<Shared>,
     capacity: usize,
+    max_hold: Duration,
 ) -> Vec<(&'static str, mpsc::Sender<Item>, Arc<SinkStats>)> {
-    let mut out = Vec::new();
-    if let Some(mut sink) = sinks.shopify {
-        let (tx, mut rx) = mpsc::channel::<Item>(capacity);
-        let stats = Arc::new(SinkStats::default());
-        let (st, sh) = (stats.clone(), shared.clone());
-        tokio::spawn(async move {
-            // Coalesce whatever is queued: only the newest quantity per key is written.
-            while let Some(first) = rx.recv().await {
-                let mut items = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    items.push(more);
-                    if items.len() >= 1000 {
-                        break;
-                    }
-                }
-                let events: Vec<(Sourced, Instant)> = items
-                    .iter()
-                    .filter_map(|i| match i {
-                        Item::Event(s, t) => Some(((**s).clone(), *t)),
-                        Item::Commit(_) => None,
-                    })
-                    .collect();
-                if !events.is_empty() {
-                    let batch: Vec<RetailEvent> =
-                        events.iter().map(|(s, _)| s.event.clone()).collect();
-                    match retrying!(&st, sink.deliver(&batch)) {
-                        Ok(report) => {
-                            for (s, t) in &events {
-                                match report.failed.iter().find(|(k, _)| *k == s.event.key()) {
-                                    Some((_, e)) => {
-                                        dead(&sh, &st, "shopify", s, e.message.clone()).await
-                                    }
-                                    None => record(&st, *t),
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            for (s, _) in &events {
-                                dead(&sh, &st, "shopify", s, e.message.clone()).await;
-                            }
-                        }
-                    }
-                }
-                if let Some(Item::Commit(lsn)) =
-                    items.iter().rev().find(|i| matches!(i, Item::Commit(_)))
-                {
-                    st.delivered_marker.fetch_max(lsn.0, Ordering::SeqCst);
-                }
-            }
-        });
-        out.push(("shopify", tx, stats));
+    let mut handles = Vec::new();
+    if let Some(s) = sinks.shopify {
+        handles.push(SinkHandle::Shopify(Box::new(s)));
     }
-    if let Some(sink) = sinks.wms {
-        let (tx, mut rx) = mpsc::channel::<Item>(capacity);
-        let stats = Arc::new(SinkStats::default());
-        let (st, sh) = (stats.clone(), shared.clone());
-        tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                match item {
-                    Item::Event(s, t) => match retrying!(&st, sink.deliver(&s.event)) {
-                        Ok(_) => record(&st, t),
-                        Err(e) => dead(&sh, &st, "wms", &s, e.message).await,
-                    },
-                    Item::Commit(lsn) => {
-                        st.delivered_marker.fetch_max(lsn.0, Ordering::SeqCst);
-                    }
-                }
-            }
-        });
-        out.push(("wms", tx, stats));
+    if let Some(s) = sinks.wms {
+        handles.push(SinkHandle::Wms(s));
     }
-    if let Some(mut sink) = sinks.accounting {
-        let (tx, mut rx) = mpsc::channel::<Item>(capacity);
-        let stats = Arc::new(SinkStats::default());
-        let (st, sh) = (stats.clone(), shared.clone());
-        tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                match item {
-                    Item::Event(s, t) => {
-                        let RetailEvent::JournalEntry(entry) = &s.event else {
-                            continue;
-                        };
-                        match retrying!(&st, sink.deliver(entry)) {
-                            Ok(()) => record(&st, t),
-                            Err(e) => dead(&sh, &st, "accounting", &s, e.message).await,
-                        }
-                    }
-                    Item::Commit(lsn) => {
-                        st.delivered_marker.fetch_max(lsn.0, Ordering::SeqCst);
-                    }
-                }
-            }
-        });
-        out.push(("accounting", tx, stats));
+    if let Some(s) = sinks.accounting {
+        handles.push(SinkHandle::Accounting(Box::new(s)));
     }
-    out
+    handles
+        .into_iter()
+        .map(|sink| {
+            let (tx, rx) = mpsc::channel::<Item>(capacity);
+            let stats = Arc::new(SinkStats::default());
+            let name = sink.name();
+            let worker = Worker {
+                sink,
+                stats: stats.clone(),
+                shared: shared.clone(),
+                max_hold,
+                parked: false,
+                stuck_since: None,
+            };
+            tokio::spawn(worker.run(rx));
+            (name, tx, stats)
+        })
+        .collect()
 }
 
 fn wants(sink: &str, e: &RetailEvent) -> bool {
@@ -298,6 +451,8 @@ pub struct RunOptions {
     pub bootstrap_key: Option<String>,
     /// Capacity of each sink queue.
     pub queue_capacity: usize,
+    /// How long a sink that cannot deliver may hold the slot before its events are parked.
+    pub max_hold: Duration,
     /// Odoo version.
     pub odoo_version: transforms::OdooVersion,
 }
@@ -316,7 +471,7 @@ pub async fn run(
             shared.stopping.store(true, Ordering::SeqCst);
         });
     }
-    let workers = spawn_workers(sinks, &shared, opts.queue_capacity.max(16));
+    let workers = spawn_workers(sinks, &shared, opts.queue_capacity.max(16), opts.max_hold);
     if let Ok(mut v) = shared.stats.lock() {
         v.extend(workers.iter().map(|(n, _, s)| (*n, s.clone())));
     }

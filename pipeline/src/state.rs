@@ -15,6 +15,9 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS odoo_cdc.dead_letters (id bigserial PRIMARY KEY, sink text NOT NULL, key text NOT NULL, \
      reason text NOT NULL, source_lsn text NOT NULL, event jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), \
      replayed_at timestamptz)",
+    "CREATE TABLE IF NOT EXISTS odoo_cdc.outbox (id bigserial PRIMARY KEY, sink text NOT NULL, key text NOT NULL, \
+     source_lsn bigint NOT NULL, event jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS outbox_sink ON odoo_cdc.outbox (sink, id)",
 ];
 
 /// Runs the migrations.
@@ -80,6 +83,59 @@ pub async fn dead_letter(
             "INSERT INTO odoo_cdc.dead_letters (sink, key, reason, source_lsn, event) VALUES ($1, $2, $3, $4, $5)",
             &[&d.sink, &d.key, &d.reason, &d.source_lsn, &event],
         )
+        .await?;
+    Ok(())
+}
+
+/// Parks an event in the outbox.
+pub async fn park(
+    client: &Client,
+    sink: &str,
+    s: &transforms::Sourced,
+) -> Result<(), tokio_postgres::Error> {
+    let event = serde_json::to_value(&s.event).unwrap_or(serde_json::Value::Null);
+    let lsn = i64::try_from(s.source_commit_lsn).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "INSERT INTO odoo_cdc.outbox (sink, key, source_lsn, event) VALUES ($1, $2, $3, $4)",
+            &[&sink, &s.event.key(), &lsn, &event],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The oldest parked events of a sink, in order.
+pub async fn parked(
+    client: &Client,
+    sink: &str,
+    limit: i64,
+) -> Result<Vec<(i64, transforms::Sourced)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT id, source_lsn, event FROM odoo_cdc.outbox WHERE sink = $1 ORDER BY id LIMIT $2",
+            &[&sink, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let event: serde_json::Value = r.get(2);
+            let event = serde_json::from_value(event).ok()?;
+            Some((
+                r.get::<_, i64>(0),
+                transforms::Sourced {
+                    event,
+                    source_commit_lsn: r.get::<_, i64>(1) as u64,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Removes a delivered event from the outbox.
+pub async fn unpark(client: &Client, id: i64) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("DELETE FROM odoo_cdc.outbox WHERE id = $1", &[&id])
         .await?;
     Ok(())
 }

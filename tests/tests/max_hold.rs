@@ -1,0 +1,176 @@
+//! A sink outage longer than `max_hold` does not hold the slot: pending events are parked in
+//! the outbox, the slot advances, and once the sink recovers the outbox drains, in order,
+//! losing nothing.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fixtures::emulator::shopify::{ShopifyConfig as ShopCfg, ShopifyEmulator};
+use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
+use fixtures::emulator::{Faults, Outage};
+use fixtures::odoo::actions::sales;
+use fixtures::odoo::{self, OdooClient, SeedConfig};
+use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db};
+use rust_decimal::Decimal;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
+    let db = Db::start();
+    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
+    let info = odoo::create(
+        &c,
+        &SeedConfig {
+            products: 10,
+            customers: 3,
+            max_opening_qty: 50,
+            ..SeedConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
+        cdc::slot::ODOO_TABLES.join(", ")
+    ))
+    .await
+    .unwrap();
+    let shopify = ShopifyEmulator::start(ShopCfg::default(), 0).await.unwrap();
+    for p in &info.products {
+        shopify.add_item(&p.sku, &[(1, 0), (2, 0)]);
+    }
+    let wms = WmsEmulator::start(
+        WmsCfg {
+            ship_delay: Duration::from_secs(3600),
+            ..WmsCfg::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = scratch_dir();
+    let config = dir.join("odoo-cdc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n\n[runtime]\nmax_hold_secs = 2\n\n[sinks.shopify]\ngraphql_url = \"{}\"\n\
+             location_map = {{ WH = \"gid://shopify/Location/1\", WH2 = \"gid://shopify/Location/2\" }}\n\n[sinks.wms]\nbase_url = \"{}\"\n",
+            db.url(),
+            shopify.graphql_url(),
+            wms.url()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("run.log");
+    let mut child = Command::new(odoo_cdc_bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_emulator")
+        .env("ODOO_CDC_WMS_API_KEY", "wms-key")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let bootstrapped = async {
+        for _ in 0..300 {
+            if db.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'odoo_cdc' AND tablename = 'kv'").trim() == "1"
+                && db.sql("SELECT count(*) FROM odoo_cdc.kv WHERE key LIKE 'bootstrap.%'").trim() == "1"
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        bootstrapped.await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // The WMS goes down; three orders become ready deliveries.
+    wms.core().set_faults(Faults {
+        outages: vec![Outage {
+            start_secs: 0.0,
+            end_secs: 1e12,
+        }],
+        ..Faults::default()
+    });
+    let mut names = Vec::new();
+    for i in 0..3 {
+        let p = &info.products[i];
+        let q = sales::Quotation {
+            partner_id: info.customers[0],
+            warehouse_id: info.warehouses[0].id,
+            lines: vec![sales::LineInput {
+                product_id: p.id,
+                name: p.sku.clone(),
+                qty: Decimal::ONE,
+                price_unit: p.list_price,
+                discount: Decimal::ZERO,
+                taxed: true,
+            }],
+            client_order_ref: None,
+        };
+        let o = sales::create_quotation(&mut c, &info, &q).await.unwrap();
+        let picking = sales::confirm(&mut c, &info, o).await.unwrap();
+        names.push(
+            c.query_one(
+                "SELECT name, state FROM stock_picking WHERE id = $1",
+                &[&picking],
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let ready: Vec<String> = names
+        .iter()
+        .filter(|r| r.get::<_, String>(1) == "assigned")
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!ready.is_empty());
+    c.batch_execute("UPDATE res_currency SET write_date = now()")
+        .await
+        .unwrap();
+    let target: cdc::Lsn = db.current_lsn().parse().unwrap();
+
+    // The slot moves past them while the WMS is still down; the events wait in the outbox.
+    let mut advanced = false;
+    for _ in 0..150 {
+        if db.confirmed_flush("odoo_cdc") >= target {
+            advanced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        advanced,
+        "the slot was held by the WMS outage:\n{}",
+        log_text()
+    );
+    let parked: i64 = db
+        .sql("SELECT count(*) FROM odoo_cdc.outbox WHERE sink = 'wms'")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(parked >= ready.len() as i64, "parked {parked}");
+    assert!(wms.orders().is_empty());
+
+    // Recovery: the outbox drains, every ready delivery reaches the WMS once.
+    wms.core().set_faults(Faults::default());
+    let mut drained = false;
+    for _ in 0..150 {
+        if db.sql("SELECT count(*) FROM odoo_cdc.outbox").trim() == "0"
+            && ready.iter().all(|n| wms.orders().contains_key(n))
+        {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(drained, "outbox not drained:\n{}", log_text());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{}", log_text());
+}
