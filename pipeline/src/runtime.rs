@@ -200,6 +200,39 @@ impl SinkHandle {
                 }
                 Ok(out)
             }
+            SinkHandle::Accounting(sink) if sink.is_batch() => {
+                let entries: Vec<transforms::events::JournalEntry> = events
+                    .iter()
+                    .filter_map(|s| match &s.event {
+                        RetailEvent::JournalEntry(e) => Some(e.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let results = sink.deliver_all(&entries).await;
+                if !results.is_empty()
+                    && results
+                        .iter()
+                        .all(|r| r.result.as_ref().is_err_and(SinkError::is_transient))
+                {
+                    return Err(SinkError::transient("accounting batch failed"));
+                }
+                // Results in event order, up to the first transient failure (retried later).
+                let mut out = Vec::new();
+                for s in events {
+                    let r = match &s.event {
+                        RetailEvent::JournalEntry(e) => {
+                            results.iter().find(|r| r.move_id == e.move_id)
+                        }
+                        _ => None,
+                    };
+                    match r.map(|r| &r.result) {
+                        Some(Err(e)) if e.is_transient() => break,
+                        Some(Err(e)) => out.push(Err(e.message.clone())),
+                        _ => out.push(Ok(())),
+                    }
+                }
+                Ok(out)
+            }
             SinkHandle::Accounting(sink) => {
                 let mut out = Vec::new();
                 for s in events {

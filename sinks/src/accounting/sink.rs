@@ -47,6 +47,11 @@ impl AccountingSink {
         }
     }
 
+    /// Whether entries go out in batches.
+    pub fn is_batch(&self) -> bool {
+        matches!(self.mode, Mode::Batch { .. })
+    }
+
     /// Whether this sink wants the event.
     pub fn wants(event: &RetailEvent) -> bool {
         matches!(event, RetailEvent::JournalEntry(_))
