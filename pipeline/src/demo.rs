@@ -41,15 +41,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn percentile(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i] as f64 / 1000.0
-}
-
 /// Runs the demo; returns whether every invariant held.
 pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
     let say = |m: &str| eprintln!("demo: {m}");
@@ -280,18 +271,17 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         "transactions read from the slot: {}",
         shared.transactions.load(Ordering::Relaxed)
     )?;
-    writeln!(out, "\n| sink | delivered | retries | dead-lettered | latency p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "\n| sink | delivered | retries | dead-lettered | latency p50 ≤ ms | p99 ≤ ms |\n|---|---:|---:|---:|---:|---:|")?;
     let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
     for (name, s) in &stats {
-        let mut l = s.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
         writeln!(
             out,
             "| {name} | {} | {} | {} | {:.1} | {:.1} |",
             s.delivered.load(Ordering::Relaxed),
             s.retries.load(Ordering::Relaxed),
             s.dead.load(Ordering::Relaxed),
-            percentile(&mut l, 0.5),
-            percentile(&mut l, 0.99)
+            s.latency.quantile(0.5) * 1000.0,
+            s.latency.quantile(0.99) * 1000.0
         )?;
     }
     writeln!(out, "\nShopify vs Odoo for the hot SKUs (WH / location 1):\n| sku | odoo sellable | shopify available | sold in Shopify, not yet in Odoo |\n|---|---:|---:|---:|")?;

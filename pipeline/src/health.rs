@@ -34,6 +34,22 @@ pub fn render(shared: &Shared) -> String {
         "# TYPE odoo_cdc_transactions_total counter\nodoo_cdc_transactions_total {}",
         shared.transactions.load(Ordering::Relaxed)
     );
+    let wal = shared.server_wal.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# TYPE odoo_cdc_replication_lag_bytes gauge\nodoo_cdc_replication_lag_bytes {}",
+        wal.saturating_sub(confirmed)
+    );
+    let since = shared.behind_since_us.load(Ordering::Relaxed);
+    let lag_secs = if since == 0 {
+        0.0
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        now.saturating_sub(since) as f64 / 1e6
+    };
+    let _ = writeln!(out, "# TYPE odoo_cdc_replication_lag_seconds gauge\nodoo_cdc_replication_lag_seconds {lag_secs}");
     let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
     let _ = writeln!(out, "# TYPE odoo_cdc_sink_delivered_total counter");
     for (name, s) in &stats {
@@ -57,6 +73,25 @@ pub fn render(shared: &Shared) -> String {
             out,
             "odoo_cdc_sink_parked_total{{sink=\"{name}\"}} {}",
             s.parked.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_queue_depth gauge");
+    for (name, s) in &stats {
+        let done = s.delivered.load(Ordering::Relaxed)
+            + s.dead.load(Ordering::Relaxed)
+            + s.parked.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "odoo_cdc_sink_queue_depth{{sink=\"{name}\"}} {}",
+            s.enqueued.load(Ordering::Relaxed).saturating_sub(done)
+        );
+    }
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_latency_seconds histogram");
+    for (name, s) in &stats {
+        s.latency.render(
+            "odoo_cdc_sink_latency_seconds",
+            &format!("sink=\"{name}\""),
+            &mut out,
         );
     }
     let _ = writeln!(out, "# TYPE odoo_cdc_sink_dead_lettered_total counter");

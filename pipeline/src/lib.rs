@@ -6,6 +6,7 @@ pub mod demo;
 pub mod dlq_cmd;
 pub mod fixtures_cmd;
 pub mod health;
+pub mod histogram;
 pub mod run_cmd;
 pub mod runtime;
 pub mod slot_cmd;

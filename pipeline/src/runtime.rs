@@ -64,8 +64,10 @@ pub struct SinkStats {
     pub dead: AtomicU64,
     /// Events parked in the outbox.
     pub parked: AtomicU64,
-    /// Delivery latencies from commit to acknowledgement, in microseconds.
-    pub latencies_us: Mutex<Vec<u64>>,
+    /// Delivery latency from reading the commit to the sink's acknowledgement.
+    pub latency: crate::histogram::Histogram,
+    /// Events put on the queue.
+    pub enqueued: AtomicU64,
     /// Newest commit marker fully delivered.
     pub delivered_marker: AtomicU64,
     /// Newest commit marker enqueued.
@@ -97,6 +99,10 @@ pub struct Shared {
     pub transactions: AtomicU64,
     /// Set to stop: the reader stops reading, waits for the sinks, confirms and returns.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Highest WAL position the server reported.
+    pub server_wal: AtomicU64,
+    /// Since when (Unix microseconds) read work has been waiting to be confirmed; 0 when caught up.
+    pub behind_since_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
     pub state: Option<Arc<tokio_postgres::Client>>,
 }
@@ -126,9 +132,7 @@ async fn wait_before_retry(stats: &SinkStats, e: &SinkError, backoff: &mut Backo
 
 fn record(stats: &SinkStats, started: Instant) {
     stats.delivered.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut l) = stats.latencies_us.lock() {
-        l.push(started.elapsed().as_micros() as u64);
-    }
+    stats.latency.observe(started.elapsed().as_secs_f64());
 }
 
 /// Dead-letters an event: kept in the state database before the commit marker behind it is
@@ -584,11 +588,23 @@ pub async fn run(
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
-                let confirm = checkpoint(&workers, Lsn(shared.read.load(Ordering::SeqCst)));
+                let read = Lsn(shared.read.load(Ordering::SeqCst));
+                let confirm = checkpoint(&workers, read);
                 if confirm > acked {
                     acked = confirm;
                     stream.ack(confirm);
                     shared.confirmed.store(confirm.0, Ordering::SeqCst);
+                }
+                shared
+                    .server_wal
+                    .fetch_max(stream.progress().received.0, Ordering::SeqCst);
+                if confirm >= read {
+                    shared.behind_since_us.store(0, Ordering::SeqCst);
+                } else if shared.behind_since_us.load(Ordering::SeqCst) == 0 {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(1, |d| d.as_micros() as u64);
+                    shared.behind_since_us.store(now, Ordering::SeqCst);
                 }
                 if stopping || stream.is_ended() {
                     stream.close().await?;

@@ -49,10 +49,15 @@ async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
     .unwrap();
     let dir = scratch_dir();
     let config = dir.join("odoo-cdc.toml");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         &config,
         format!(
-            "[source]\nurl = \"{}\"\n\n[runtime]\nmax_hold_secs = 2\n\n[sinks.shopify]\ngraphql_url = \"{}\"\n\
+            "[source]\nurl = \"{}\"\n\n[runtime]\nmax_hold_secs = 2\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[sinks.shopify]\ngraphql_url = \"{}\"\n\
              location_map = {{ WH = \"gid://shopify/Location/1\", WH2 = \"gid://shopify/Location/2\" }}\n\n[sinks.wms]\nbase_url = \"{}\"\n",
             db.url(),
             shopify.graphql_url(),
@@ -153,6 +158,26 @@ async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
         .parse()
         .unwrap();
     assert!(parked >= ready.len() as i64, "parked {parked}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "odoo_cdc_sink_parked_total{{sink=\"wms\"}} {parked}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("odoo_cdc_sink_latency_seconds_bucket{sink=\"shopify\",le=\"+Inf\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("odoo_cdc_replication_lag_bytes"),
+        "{metrics}"
+    );
     assert!(wms.orders().is_empty());
 
     // Recovery: the outbox drains, every ready delivery reaches the WMS once.
