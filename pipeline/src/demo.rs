@@ -377,13 +377,14 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
 
     if keep_running {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "service postgres {}", cluster.superuser_url("odoo"))?;
-        writeln!(out, "service odoo {}", odoo_rpc.url())?;
-        writeln!(out, "service shopify {}", shopify.url())?;
-        writeln!(out, "service wms {}", wms.url())?;
-        writeln!(out, "service accounting {}", accounting.url())?;
-        writeln!(out, "service odoo-cdc {}", health.url())?;
-        out.flush()?;
+        let _ = writeln!(out, "service postgres {}", cluster.superuser_url("odoo"));
+        let _ = writeln!(out, "service odoo {}", odoo_rpc.url());
+        let _ = writeln!(out, "service shopify {}", shopify.url());
+        let _ = writeln!(out, "service wms {}", wms.url());
+        let _ = writeln!(out, "service accounting {}", accounting.url());
+        let _ = writeln!(out, "service odoo-cdc {}", health.url());
+        // A reader that stops reading must not stop the services.
+        let _ = out.flush();
         drop(out);
         say("everything stays up; Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;

@@ -101,12 +101,14 @@ pub async fn serve(
         }
     };
     let name = format!("{which:?}").to_lowercase();
-    writeln!(out, "service {name} {url}")?;
-    writeln!(
+    // The `service` line comes last: a reader may stop reading once it has it, and a closed
+    // stdout must not stop the emulator.
+    let _ = writeln!(
         out,
         "inspect {url}/_emulator/requests  {url}/_emulator/state  {url}/_emulator/faults"
-    )?;
-    out.flush()?;
+    );
+    let _ = writeln!(out, "service {name} {url}");
+    let _ = out.flush();
     drop(out);
     tokio::signal::ctrl_c().await?;
     tokio::time::sleep(Duration::from_millis(10)).await;
