@@ -59,8 +59,22 @@ impl ShopifyClient {
         }
     }
 
-    /// Runs one operation; returns `data`.
+    /// Runs one operation; returns `data`. A THROTTLED answer (the pacing estimate was short)
+    /// waits for the bucket and tries again, a few times, before it is reported as transient.
     pub async fn graphql(&mut self, query: &str, variables: Value) -> Result<Value, SinkError> {
+        let mut attempts = 0;
+        loop {
+            match self.graphql_once(query, variables.clone()).await {
+                Err(e) if e.message == "shopify: THROTTLED" && attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(e.retry_after.unwrap_or(Duration::from_millis(500))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn graphql_once(&mut self, query: &str, variables: Value) -> Result<Value, SinkError> {
         self.calls += 1;
         let resp = self
             .http

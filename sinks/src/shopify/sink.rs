@@ -310,7 +310,8 @@ impl ShopifySink {
             }
             let input = json!({"name": "available", "reason": "correction", "referenceDocumentUri": "odoo-cdc://inventory", "quantities": quantities});
             let key = format!("odoo-cdc-{:016x}", fnv(&input.to_string()));
-            self.client.pace(12.0).await;
+            // mutation 10 + payload 1 + group 1 + userErrors 1
+            self.client.pace(13.0).await;
             let data = self
                 .client
                 .graphql(&SET.replace("KEY", &key), json!({"input": input}))
