@@ -96,6 +96,10 @@ pub struct Runtime {
     /// Capacity of each sink queue (a full queue slows the reader).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Keys a sink delivers concurrently: ordered per key (SKU, picking, move), parallel across
+    /// keys.
+    #[serde(default = "default_partitions")]
+    pub partitions: usize,
     /// Metrics and health listen address.
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -107,12 +111,16 @@ fn default_max_hold() -> u64 {
 fn default_queue_capacity() -> usize {
     DEFAULT_QUEUE_CAPACITY
 }
+fn default_partitions() -> usize {
+    8
+}
 
 impl Default for Runtime {
     fn default() -> Self {
         Self {
             max_hold_secs: DEFAULT_MAX_HOLD_SECS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            partitions: default_partitions(),
             metrics_listen: None,
         }
     }
@@ -297,6 +305,9 @@ impl Config {
         }
         if self.runtime.max_hold_secs == 0 {
             return Err(err("runtime.max_hold_secs", "must be at least 1"));
+        }
+        if self.runtime.partitions == 0 || self.runtime.partitions > 256 {
+            return Err(err("runtime.partitions", "must be between 1 and 256"));
         }
         if self.runtime.queue_capacity == 0 {
             return Err(err("runtime.queue_capacity", "must be at least 1"));

@@ -162,6 +162,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         restore_is_initial: false,
         bootstrap_key: None,
         queue_capacity: 10_000,
+        partitions: 8,
         max_hold: Duration::from_secs(60),
         odoo_version: transforms::OdooVersion::V18,
     };

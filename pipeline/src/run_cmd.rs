@@ -204,6 +204,7 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         restore_is_initial: !bootstrapped,
         bootstrap_key: (!bootstrapped).then_some(bootstrap_key),
         queue_capacity: cfg.runtime.queue_capacity,
+        partitions: cfg.runtime.partitions,
         max_hold: Duration::from_secs(cfg.runtime.max_hold_secs),
         odoo_version: version,
     };

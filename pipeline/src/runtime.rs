@@ -159,11 +159,77 @@ async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Source
     }
 }
 
+/// What became of one event in a delivery attempt.
+enum Outcome {
+    /// The sink has it.
+    Done,
+    /// The sink refused it for good: dead-letter it with the reason.
+    Dead(String),
+    /// Not delivered this time (a transient failure, on this event or an earlier one of its
+    /// key): try again, in order.
+    Retry(Option<SinkError>),
+}
+
 /// One configured sink.
 enum SinkHandle {
     Shopify(Box<ShopifySink>),
     Wms(WmsSink),
     Accounting(Box<AccountingSink>),
+}
+
+/// Delivers `events` ordered per key and concurrently across keys (at most `partitions` keys at
+/// a time). After a transient failure the rest of that key's events are not attempted.
+async fn per_key<'a, F, Fut>(events: &'a [Sourced], partitions: usize, send: F) -> Vec<Outcome>
+where
+    F: Fn(&'a Sourced) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SinkError>>,
+{
+    use futures_util::StreamExt;
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, s) in events.iter().enumerate() {
+        let key = s.event.key();
+        match index.get(&key) {
+            Some(&g) => groups[g].1.push(i),
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![i]));
+            }
+        }
+    }
+    let send = &send;
+    let done: Vec<Vec<(usize, Outcome)>> = futures_util::stream::iter(groups)
+        .map(|(_, idxs)| async move {
+            let mut out = Vec::with_capacity(idxs.len());
+            let mut blocked = false;
+            for i in idxs {
+                if blocked {
+                    out.push((i, Outcome::Retry(None)));
+                    continue;
+                }
+                let o = match send(&events[i]).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) if e.is_transient() => {
+                        blocked = true;
+                        Outcome::Retry(Some(e))
+                    }
+                    Err(e) => Outcome::Dead(e.message),
+                };
+                out.push((i, o));
+            }
+            out
+        })
+        .buffer_unordered(partitions.max(1))
+        .collect()
+        .await;
+    let mut slots: Vec<Option<Outcome>> = (0..events.len()).map(|_| None).collect();
+    for (i, o) in done.into_iter().flatten() {
+        slots[i] = Some(o);
+    }
+    slots
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Retry(None)))
+        .collect()
 }
 
 impl SinkHandle {
@@ -175,34 +241,32 @@ impl SinkHandle {
         }
     }
 
-    /// Delivers events in order; one result per event. `Err` is a transient failure of the
-    /// whole call (nothing after the failing event was attempted).
-    async fn deliver(&mut self, events: &[Sourced]) -> Result<Vec<Result<(), String>>, SinkError> {
+    /// Delivers events; one outcome per event, in the order given. Events of one key are
+    /// delivered in order; a transient failure leaves that key's remaining events for a retry.
+    async fn deliver(&mut self, events: &[Sourced], partitions: usize) -> Vec<Outcome> {
         match self {
             SinkHandle::Shopify(sink) => {
+                // One call carries up to 250 keys already: parallel across keys by batching.
                 let batch: Vec<RetailEvent> = events.iter().map(|s| s.event.clone()).collect();
-                let report = sink.deliver(&batch).await?;
-                Ok(events
-                    .iter()
-                    .map(
-                        |s| match report.failed.iter().find(|(k, _)| *k == s.event.key()) {
-                            Some((_, e)) => Err(e.message.clone()),
-                            None => Ok(()),
-                        },
-                    )
-                    .collect())
+                match sink.deliver(&batch).await {
+                    Ok(report) => events
+                        .iter()
+                        .map(
+                            |s| match report.failed.iter().find(|(k, _)| *k == s.event.key()) {
+                                Some((_, e)) => Outcome::Dead(e.message.clone()),
+                                None => Outcome::Done,
+                            },
+                        )
+                        .collect(),
+                    Err(e) => retry_all(events.len(), e),
+                }
             }
             SinkHandle::Wms(sink) => {
-                let mut out = Vec::new();
-                for s in events {
-                    match sink.deliver(&s.event).await {
-                        Ok(_) => out.push(Ok(())),
-                        Err(e) if e.is_transient() && out.is_empty() => return Err(e),
-                        Err(e) if e.is_transient() => break,
-                        Err(e) => out.push(Err(e.message)),
-                    }
-                }
-                Ok(out)
+                let sink = &*sink;
+                per_key(events, partitions, |s| async move {
+                    sink.deliver(&s.event).await.map(|_| ())
+                })
+                .await
             }
             SinkHandle::Accounting(sink) if sink.is_batch() => {
                 let entries: Vec<transforms::events::JournalEntry> = events
@@ -213,48 +277,57 @@ impl SinkHandle {
                     })
                     .collect();
                 let results = sink.deliver_all(&entries).await;
-                if !results.is_empty()
-                    && results
-                        .iter()
-                        .all(|r| r.result.as_ref().is_err_and(SinkError::is_transient))
-                {
-                    return Err(SinkError::transient("accounting batch failed"));
-                }
-                // Results in event order, up to the first transient failure (retried later).
-                let mut out = Vec::new();
-                for s in events {
-                    let r = match &s.event {
-                        RetailEvent::JournalEntry(e) => {
-                            results.iter().find(|r| r.move_id == e.move_id)
+                events
+                    .iter()
+                    .map(|s| {
+                        let r = match &s.event {
+                            RetailEvent::JournalEntry(e) => {
+                                results.iter().find(|r| r.move_id == e.move_id)
+                            }
+                            _ => None,
+                        };
+                        match r.map(|r| &r.result) {
+                            Some(Err(e)) if e.is_transient() => {
+                                let mut copy = SinkError::transient(e.message.clone());
+                                copy.retry_after = e.retry_after;
+                                Outcome::Retry(Some(copy))
+                            }
+                            Some(Err(e)) => Outcome::Dead(e.message.clone()),
+                            _ => Outcome::Done,
                         }
-                        _ => None,
-                    };
-                    match r.map(|r| &r.result) {
-                        Some(Err(e)) if e.is_transient() => break,
-                        Some(Err(e)) => out.push(Err(e.message.clone())),
-                        _ => out.push(Ok(())),
-                    }
-                }
-                Ok(out)
+                    })
+                    .collect()
             }
             SinkHandle::Accounting(sink) => {
-                let mut out = Vec::new();
+                // The token store is shared state: entries go one at a time, in order.
+                let mut out = Vec::with_capacity(events.len());
                 for s in events {
                     let RetailEvent::JournalEntry(entry) = &s.event else {
-                        out.push(Ok(()));
+                        out.push(Outcome::Done);
                         continue;
                     };
-                    match sink.deliver(entry).await {
-                        Ok(()) => out.push(Ok(())),
-                        Err(e) if e.is_transient() && out.is_empty() => return Err(e),
-                        Err(e) if e.is_transient() => break,
-                        Err(e) => out.push(Err(e.message)),
+                    if matches!(out.last(), Some(Outcome::Retry(_))) {
+                        out.push(Outcome::Retry(None));
+                        continue;
                     }
+                    out.push(match sink.deliver(entry).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) if e.is_transient() => Outcome::Retry(Some(e)),
+                        Err(e) => Outcome::Dead(e.message),
+                    });
                 }
-                Ok(out)
+                out
             }
         }
     }
+}
+
+fn retry_all(n: usize, e: SinkError) -> Vec<Outcome> {
+    let mut out: Vec<Outcome> = (0..n).map(|_| Outcome::Retry(None)).collect();
+    if let Some(first) = out.first_mut() {
+        *first = Outcome::Retry(Some(e));
+    }
+    out
 }
 
 /// A sink worker: delivers its queue in order; after `max_hold` of failing it parks events in
@@ -264,6 +337,7 @@ struct Worker {
     stats: Arc<SinkStats>,
     shared: Arc<Shared>,
     max_hold: Duration,
+    partitions: usize,
     parked: bool,
     stuck_since: Option<Instant>,
 }
@@ -301,32 +375,46 @@ impl Worker {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
         while !rest.is_empty() {
             let batch: Vec<Sourced> = rest.iter().map(|(s, _)| s.clone()).collect();
-            match self.sink.deliver(&batch).await {
-                Ok(results) => {
-                    self.stuck_since = None;
-                    let done = results.len();
-                    for (r, (s, t)) in results.into_iter().zip(rest.iter()) {
-                        match r {
-                            Ok(()) => record(&self.stats, *t),
-                            Err(reason) => {
-                                dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
-                            }
+            let outcomes = self.sink.deliver(&batch, self.partitions).await;
+            let mut again = Vec::new();
+            let mut error = None;
+            let mut progressed = false;
+            for (o, (s, t)) in outcomes.into_iter().zip(rest) {
+                match o {
+                    Outcome::Done => {
+                        progressed = true;
+                        record(&self.stats, t);
+                    }
+                    Outcome::Dead(reason) => {
+                        progressed = true;
+                        dead(&self.shared, &self.stats, self.sink.name(), &s, reason).await;
+                    }
+                    Outcome::Retry(e) => {
+                        if error.is_none() {
+                            error = e;
                         }
+                        again.push((s, t));
                     }
-                    rest.drain(..done.min(rest.len()));
-                }
-                Err(e) => {
-                    let since = *self.stuck_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.max_hold && self.can_park() {
-                        tracing::warn!(sink = self.sink.name(), error = %e, "sink down for longer than max_hold; parking events in the outbox");
-                        self.parked = true;
-                        let plain: Vec<Sourced> = rest.iter().map(|(s, _)| s.clone()).collect();
-                        self.park(&plain).await;
-                        return;
-                    }
-                    wait_before_retry(&self.stats, &e, &mut backoff).await;
                 }
             }
+            rest = again;
+            if rest.is_empty() {
+                self.stuck_since = None;
+                break;
+            }
+            if progressed {
+                self.stuck_since = None;
+            }
+            let e = error.unwrap_or_else(|| SinkError::transient("delivery interrupted"));
+            let since = *self.stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.max_hold && self.can_park() {
+                tracing::warn!(sink = self.sink.name(), error = %e, "sink down for longer than max_hold; parking events in the outbox");
+                self.parked = true;
+                let plain: Vec<Sourced> = rest.iter().map(|(s, _)| s.clone()).collect();
+                self.park(&plain).await;
+                return;
+            }
+            wait_before_retry(&self.stats, &e, &mut backoff).await;
         }
     }
 
@@ -354,22 +442,21 @@ impl Worker {
                 return;
             }
             let events: Vec<Sourced> = parked.iter().map(|(_, s)| s.clone()).collect();
-            match self.sink.deliver(&events).await {
-                Ok(results) => {
-                    for (r, (id, s)) in results.into_iter().zip(parked.iter()) {
-                        match r {
-                            Ok(()) => record(&self.stats, Instant::now()),
-                            Err(reason) => {
-                                dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
-                            }
-                        }
-                        if let Err(e) = crate::state::unpark(&state, *id).await {
-                            tracing::warn!(error = %e, "cannot clear an outbox row");
-                            return;
-                        }
+            let outcomes = self.sink.deliver(&events, self.partitions).await;
+            // Outbox rows leave in order: stop at the first one still failing, so a key's
+            // later events never overtake it.
+            for (o, (id, s)) in outcomes.into_iter().zip(parked.iter()) {
+                match o {
+                    Outcome::Done => record(&self.stats, Instant::now()),
+                    Outcome::Dead(reason) => {
+                        dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
                     }
+                    Outcome::Retry(_) => return,
                 }
-                Err(_) => return,
+                if let Err(e) = crate::state::unpark(&state, *id).await {
+                    tracing::warn!(error = %e, "cannot clear an outbox row");
+                    return;
+                }
             }
         }
     }
@@ -404,21 +491,23 @@ impl Worker {
                     break;
                 }
             }
-            // Events up to each commit marker, then the marker: markers publish only what is
+            // Everything taken goes out together (parallel across keys, even across
+            // transactions); the newest marker among them is published once all of it is
             // delivered, dead-lettered or parked.
             let mut events = Vec::new();
+            let mut marker = None;
             for item in items {
                 match item {
                     Item::Event(s, t) => events.push(((*s).clone(), t)),
-                    Item::Commit(lsn) => {
-                        self.handle(std::mem::take(&mut events)).await;
-                        self.stats
-                            .delivered_marker
-                            .fetch_max(lsn.0, Ordering::SeqCst);
-                    }
+                    Item::Commit(lsn) => marker = Some(lsn),
                 }
             }
             self.handle(events).await;
+            if let Some(lsn) = marker {
+                self.stats
+                    .delivered_marker
+                    .fetch_max(lsn.0, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -429,6 +518,7 @@ fn spawn_workers(
     shared: &Arc<Shared>,
     capacity: usize,
     max_hold: Duration,
+    partitions: usize,
 ) -> Vec<(&'static str, mpsc::Sender<Item>, Arc<SinkStats>)> {
     let mut handles = Vec::new();
     if let Some(s) = sinks.shopify {
@@ -451,6 +541,7 @@ fn spawn_workers(
                 stats: stats.clone(),
                 shared: shared.clone(),
                 max_hold,
+                partitions,
                 parked: false,
                 stuck_since: None,
             };
@@ -492,6 +583,8 @@ pub struct RunOptions {
     pub max_hold: Duration,
     /// Odoo version.
     pub odoo_version: transforms::OdooVersion,
+    /// Keys a sink delivers concurrently (ordered per key, parallel across keys).
+    pub partitions: usize,
 }
 
 /// Runs until `stop` resolves: reads the slot, transforms, delivers, confirms.
@@ -508,7 +601,13 @@ pub async fn run(
             shared.stopping.store(true, Ordering::SeqCst);
         });
     }
-    let workers = spawn_workers(sinks, &shared, opts.queue_capacity.max(16), opts.max_hold);
+    let workers = spawn_workers(
+        sinks,
+        &shared,
+        opts.queue_capacity.max(16),
+        opts.max_hold,
+        opts.partitions,
+    );
     if let Ok(mut v) = shared.stats.lock() {
         v.extend(workers.iter().map(|(n, _, s)| (*n, s.clone())));
     }

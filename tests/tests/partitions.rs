@@ -1,0 +1,185 @@
+//! Sink queues are partitioned by key: a slow WMS receives requests for different pickings
+//! concurrently, while the events of one picking (create, then cancel) keep their order.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
+use fixtures::emulator::Faults;
+use fixtures::odoo::actions::sales;
+use fixtures::odoo::{self, OdooClient, SeedConfig};
+use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db};
+use rust_decimal::Decimal;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_wms_gets_pickings_in_parallel_and_each_pickings_events_in_order() {
+    let db = Db::start();
+    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
+    let info = odoo::create(
+        &c,
+        &SeedConfig {
+            products: 12,
+            customers: 3,
+            max_opening_qty: 50,
+            ..SeedConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
+        cdc::slot::ODOO_TABLES.join(", ")
+    ))
+    .await
+    .unwrap();
+    let wms = WmsEmulator::start(
+        WmsCfg {
+            ship_delay: Duration::from_secs(3600),
+            ..WmsCfg::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    // Every WMS answer takes 200 ms: one at a time, 12 pickings would take 2.4 s.
+    wms.core().set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let dir = scratch_dir();
+    let config = dir.join("odoo-cdc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n\n[runtime]\npartitions = 6\n\n[sinks.wms]\nbase_url = \"{}\"\n",
+            db.url(),
+            wms.url()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("run.log");
+    let mut child = Command::new(odoo_cdc_bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("ODOO_CDC_WMS_API_KEY", "wms-key")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let bootstrapped = async {
+        for _ in 0..300 {
+            if db.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'odoo_cdc' AND tablename = 'kv'").trim() == "1"
+                && db.sql("SELECT count(*) FROM odoo_cdc.kv WHERE key LIKE 'bootstrap.%'").trim() == "1"
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        bootstrapped.await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Twelve orders become ready deliveries; every third is cancelled right after.
+    let mut ready = Vec::new();
+    let mut cancelled = Vec::new();
+    for (i, p) in info.products.iter().enumerate().take(12) {
+        let q = sales::Quotation {
+            partner_id: info.customers[i % info.customers.len()],
+            warehouse_id: info.warehouses[0].id,
+            lines: vec![sales::LineInput {
+                product_id: p.id,
+                name: p.sku.clone(),
+                qty: Decimal::ONE,
+                price_unit: p.list_price,
+                discount: Decimal::ZERO,
+                taxed: true,
+            }],
+            client_order_ref: None,
+        };
+        let o = sales::create_quotation(&mut c, &info, &q).await.unwrap();
+        let picking = sales::confirm(&mut c, &info, o).await.unwrap();
+        let row = c
+            .query_one(
+                "SELECT name, state FROM stock_picking WHERE id = $1",
+                &[&picking],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, String>(1) != "assigned" {
+            continue;
+        }
+        let name: String = row.get(0);
+        if i % 3 == 0 {
+            sales::cancel(&mut c, o).await.unwrap();
+            cancelled.push(name.clone());
+        }
+        ready.push(name);
+    }
+    assert!(ready.len() >= 6, "only {} pickings were ready", ready.len());
+    assert!(!cancelled.is_empty());
+
+    let mut done = false;
+    for _ in 0..300 {
+        let orders = wms.orders();
+        done = ready.iter().all(|r| orders.contains_key(r))
+            && cancelled
+                .iter()
+                .all(|r| orders.get(r).is_some_and(|o| o.status == "cancelled"));
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let orders = wms.orders();
+    assert!(done, "WMS orders: {orders:?}\n{log_text}");
+
+    // Parallel across keys: the slow WMS had several requests in flight at once.
+    let concurrency: serde_json::Value =
+        reqwest::get(format!("{}/_emulator/concurrency", wms.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let max = concurrency["max_in_flight"].as_u64().unwrap();
+    assert!(max >= 2, "requests never overlapped: {concurrency}");
+    assert!(
+        max <= 6,
+        "more keys in flight than partitions: {concurrency}"
+    );
+
+    // Ordered per key: each picking created exactly once, and a cancel only after its create.
+    let requests = wms.core().requests();
+    for r in &ready {
+        let creates: Vec<usize> = requests
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| {
+                q.method == "POST"
+                    && q.path == "/v1/fulfillment_orders"
+                    && serde_json::from_str::<serde_json::Value>(&q.body)
+                        .is_ok_and(|b| b["reference"] == r.as_str())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(creates.len(), 1, "{r} created {} times", creates.len());
+        if cancelled.contains(r) {
+            let cancel = requests
+                .iter()
+                .position(|q| {
+                    q.path == format!("/v1/fulfillment_orders/{}/cancel", r.replace('/', "%2F"))
+                })
+                .unwrap_or_else(|| panic!("{r} never cancelled"));
+            assert!(cancel > creates[0], "{r} cancelled before it was created");
+        }
+    }
+    assert_eq!(orders.len(), ready.len(), "{orders:?}");
+}
