@@ -7,6 +7,7 @@
 //! [`policy`]: transient ones are retried, permanent ones go to the dead-letter queue.
 
 pub mod accounting;
+pub mod odoo;
 pub mod policy;
 pub mod shopify;
 pub mod wms;
