@@ -8,6 +8,7 @@ pub mod events;
 pub mod fulfillment;
 pub mod inventory;
 pub mod mapping;
+pub mod shopify;
 
 pub use change::{Op, Row, RowChange, Transaction};
 pub use events::{RetailEvent, Sourced};
