@@ -99,6 +99,29 @@ impl FromStr for SourceConfig {
 impl SourceConfig {
     /// Opens an ordinary SQL connection (tokio-postgres) with the same settings.
     pub async fn sql_client(&self) -> Result<tokio_postgres::Client, ReplError> {
+        self.sql_client_inner(None).await
+    }
+
+    /// An SQL connection whose `LISTEN` notifications arrive on the returned channel (the
+    /// channel closes when the connection ends).
+    pub async fn sql_client_listening(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+        ),
+        ReplError,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = self.sql_client_inner(Some(tx)).await?;
+        Ok((client, rx))
+    }
+
+    async fn sql_client_inner(
+        &self,
+        notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+    ) -> Result<tokio_postgres::Client, ReplError> {
         let mut cfg = tokio_postgres::Config::from_str(&self.url)
             .map_err(|e| ReplError::Config(format!("invalid postgres url: {e}")))?;
         if let Some(p) = &self.password {
@@ -108,24 +131,41 @@ impl SourceConfig {
         cfg.application_name(&self.application_name);
         let client = if self.ssl_mode == SslMode::Disable {
             let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "sql connection ended");
-                }
-            });
+            tokio::spawn(drive(conn, notify));
             client
         } else {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
                 tls::client_config().map_err(ReplError::Tls)?,
             );
             let (client, conn) = cfg.connect(tls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "sql connection ended");
-                }
-            });
+            tokio::spawn(drive(conn, notify));
             client
         };
         Ok(client)
+    }
+}
+
+/// Drives a connection, forwarding notifications.
+async fn drive<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                if let Some(tx) = &notify {
+                    let _ = tx.send(n);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "sql connection ended");
+                return;
+            }
+            None => return,
+        }
     }
 }

@@ -51,6 +51,78 @@ pub struct Config {
     /// Sinks; each is optional.
     #[serde(default)]
     pub sinks: Sinks,
+    /// Odoo's external API, for writing Shopify orders back (needed by `webhooks`).
+    #[serde(default)]
+    pub odoo: Option<Odoo>,
+    /// The Shopify webhook receiver.
+    #[serde(default)]
+    pub webhooks: Option<Webhooks>,
+}
+
+/// Default most bytes of a webhook body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default SKU of the delivery product shipping charges are sold as.
+pub const DEFAULT_SHIPPING_SKU: &str = "SHIP";
+
+/// Odoo's external API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Odoo {
+    /// Base URL (`https://erp.example.com`).
+    pub url: String,
+    /// Database name.
+    pub database: String,
+    /// Login of the integration user.
+    pub login: String,
+    /// API key (or `ODOO_CDC_ODOO_API_KEY`).
+    #[serde(default)]
+    pub api_key: Secret,
+    /// `jsonrpc` (default), `xmlrpc` or `json2` (Odoo 19).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// SKU (`default_code`) of the delivery product shipping lines become.
+    #[serde(default = "default_shipping_sku")]
+    pub shipping_sku: String,
+    /// Warehouse code Shopify orders ship from (Odoo's default when absent).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+}
+
+fn default_protocol() -> String {
+    "jsonrpc".into()
+}
+fn default_shipping_sku() -> String {
+    DEFAULT_SHIPPING_SKU.into()
+}
+
+/// The Shopify webhook receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    /// Listen address (`0.0.0.0:8080`).
+    pub listen: String,
+    /// The shop (`example.myshopify.com`); other shops' webhooks are refused.
+    pub shop_domain: String,
+    /// The app's client secret (or `ODOO_CDC_SHOPIFY_WEBHOOK_SECRET`).
+    #[serde(default)]
+    pub secret: Secret,
+    /// The previous secret while it is being rotated (or
+    /// `ODOO_CDC_SHOPIFY_WEBHOOK_PREVIOUS_SECRET`).
+    #[serde(default)]
+    pub previous_secret: Secret,
+    /// Largest body accepted (413 above).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Orders applied to Odoo at the same time (different Shopify orders).
+    #[serde(default = "default_inbox_workers")]
+    pub workers: usize,
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_inbox_workers() -> usize {
+    4
 }
 
 /// The Odoo database and the slot.
@@ -273,6 +345,19 @@ impl Config {
                 a.refresh_token = Secret(v);
             }
         }
+        if let Some(o) = self.odoo.as_mut() {
+            if let Some(v) = env("ODOO_CDC_ODOO_API_KEY") {
+                o.api_key = Secret(v);
+            }
+        }
+        if let Some(w) = self.webhooks.as_mut() {
+            if let Some(v) = env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET") {
+                w.secret = Secret(v);
+            }
+            if let Some(v) = env("ODOO_CDC_SHOPIFY_WEBHOOK_PREVIOUS_SECRET") {
+                w.previous_secret = Secret(v);
+            }
+        }
         if let Some(pw) = env("ODOO_CDC_SOURCE_PASSWORD") {
             self.source.password = Secret(pw);
         }
@@ -305,6 +390,50 @@ impl Config {
         }
         if self.runtime.max_hold_secs == 0 {
             return Err(err("runtime.max_hold_secs", "must be at least 1"));
+        }
+        if let Some(o) = &self.odoo {
+            check_url("odoo.url", &o.url)?;
+            if o.database.is_empty() {
+                return Err(err("odoo.database", "must not be empty"));
+            }
+            if o.login.is_empty() {
+                return Err(err("odoo.login", "must not be empty"));
+            }
+            if o.api_key.expose().is_empty() {
+                return Err(err("odoo.api_key", "missing (set ODOO_CDC_ODOO_API_KEY)"));
+            }
+            o.protocol
+                .parse::<sinks::odoo::Protocol>()
+                .map_err(|e| err("odoo.protocol", e))?;
+        }
+        if let Some(w) = &self.webhooks {
+            w.listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| err("webhooks.listen", format!("{:?}: {e}", w.listen)))?;
+            if !w.shop_domain.contains('.') {
+                return Err(err(
+                    "webhooks.shop_domain",
+                    "expected the shop's domain, like example.myshopify.com",
+                ));
+            }
+            if w.secret.expose().is_empty() {
+                return Err(err(
+                    "webhooks.secret",
+                    "missing (set ODOO_CDC_SHOPIFY_WEBHOOK_SECRET)",
+                ));
+            }
+            if w.max_body_bytes < 1024 {
+                return Err(err("webhooks.max_body_bytes", "must be at least 1024"));
+            }
+            if w.workers == 0 || w.workers > 64 {
+                return Err(err("webhooks.workers", "must be between 1 and 64"));
+            }
+            if self.odoo.is_none() {
+                return Err(err(
+                    "odoo",
+                    "webhooks are written back to Odoo: an [odoo] section is required",
+                ));
+            }
         }
         if self.runtime.partitions == 0 || self.runtime.partitions > 256 {
             return Err(err("runtime.partitions", "must be between 1 and 256"));

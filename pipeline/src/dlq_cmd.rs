@@ -79,6 +79,11 @@ pub async fn replay(
     let mut all_ok = true;
     for r in rows {
         let (id, sink): (i64, String) = (r.get(0), r.get(1));
+        if sink == "odoo" {
+            let ok = replay_webhook(&cfg, &client, id, &r.get::<_, String>(2), out).await?;
+            all_ok &= ok;
+            continue;
+        }
         let event: RetailEvent = serde_json::from_str(&r.get::<_, String>(2))?;
         let result: Result<(), String> = match (sink.as_str(), &event) {
             ("shopify", _) => match sinks.shopify.as_mut() {
@@ -118,4 +123,108 @@ pub async fn replay(
         }
     }
     Ok(all_ok)
+}
+
+/// Applies a dead-lettered webhook to Odoo again (after the SKU, tax or data is fixed).
+async fn replay_webhook(
+    cfg: &Config,
+    client: &tokio_postgres::Client,
+    dead_id: i64,
+    event: &str,
+    out: &mut impl Write,
+) -> Result<bool> {
+    let Some(odoo) = &cfg.odoo else {
+        writeln!(
+            out,
+            "{dead_id}\todoo\tstill failing: no [odoo] section in the config"
+        )?;
+        return Ok(false);
+    };
+    let inbox_id = serde_json::from_str::<serde_json::Value>(event)?["inbox_id"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("dead letter {dead_id} names no inbox row"))?;
+    let Some(r) = client
+        .query_opt(
+            "SELECT id, topic, order_key, payload, attempts FROM odoo_cdc.inbox WHERE id = $1",
+            &[&inbox_id],
+        )
+        .await?
+    else {
+        bail!("inbox row {inbox_id} of dead letter {dead_id} is gone");
+    };
+    let row = crate::inbox::Row {
+        id: r.get(0),
+        topic: r.get(1),
+        order_key: r.get(2),
+        payload: r.get(3),
+        attempts: 0,
+        age_secs: 0.0,
+    };
+    let wb = crate::run_cmd::build_writeback(odoo)?;
+    crate::state::audit(
+        client,
+        &row.order_key,
+        Some(row.id),
+        "replay",
+        &format!("dead letter {dead_id} replayed"),
+        None,
+    )
+    .await;
+    let outcome = crate::inbox::apply(client, &wb, &row).await;
+    match &outcome {
+        crate::inbox::Outcome::Applied(_) => {
+            crate::inbox::record(client, &row, &outcome, None).await?;
+            client
+                .execute(
+                    "UPDATE odoo_cdc.dead_letters SET replayed_at = now() WHERE id = $1",
+                    &[&dead_id],
+                )
+                .await?;
+            writeln!(out, "{dead_id}\todoo\treplayed")?;
+            Ok(true)
+        }
+        crate::inbox::Outcome::Retry(e) => {
+            writeln!(out, "{dead_id}\todoo\tstill failing: {e}")?;
+            Ok(false)
+        }
+        crate::inbox::Outcome::Dead(reason) => {
+            crate::state::audit(
+                client,
+                &row.order_key,
+                Some(row.id),
+                "replay-failed",
+                reason,
+                None,
+            )
+            .await;
+            writeln!(out, "{dead_id}\todoo\tstill failing: {reason}")?;
+            Ok(false)
+        }
+    }
+}
+
+/// `odoo-cdc audit --order <shopify id>`: the trail, oldest first; false when there is none.
+pub async fn audit(mut cfg: Config, order: &str, json: bool, out: &mut impl Write) -> Result<bool> {
+    let client = state_client(&mut cfg).await?;
+    let rows = client
+        .query(
+            "SELECT id, at::text, kind, inbox_id, odoo_id, detail FROM odoo_cdc.audit WHERE shopify_id = $1 ORDER BY id",
+            &[&order],
+        )
+        .await?;
+    for r in &rows {
+        let (at, kind, detail): (String, String, String) = (r.get(1), r.get(2), r.get(5));
+        let (inbox, odoo): (Option<i64>, Option<i64>) = (r.get(3), r.get(4));
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"at": at, "shopify_id": order, "kind": kind, "inbox_id": inbox, "odoo_id": odoo, "detail": detail})
+            )?;
+        } else {
+            let odoo = odoo.map_or_else(|| "-".to_string(), |i| i.to_string());
+            writeln!(out, "{at}\t{kind}\todoo:{odoo}\t{detail}")?;
+        }
+    }
+    Ok(!rows.is_empty())
 }

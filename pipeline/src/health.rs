@@ -102,6 +102,44 @@ pub fn render(shared: &Shared) -> String {
             s.dead.load(Ordering::Relaxed)
         );
     }
+    let writeback = shared.writeback.lock().ok().and_then(|g| g.clone());
+    if let Some((r, i)) = writeback {
+        let _ = writeln!(out, "# TYPE odoo_cdc_webhooks_total counter");
+        for (result, n) in [
+            ("accepted", &r.accepted),
+            ("duplicate", &r.duplicates),
+            ("unauthorized", &r.unauthorized),
+            ("malformed", &r.malformed),
+        ] {
+            let _ = writeln!(
+                out,
+                "odoo_cdc_webhooks_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE odoo_cdc_webhook_answer_seconds histogram");
+        r.latency.render(
+            "odoo_cdc_webhook_answer_seconds",
+            "source=\"shopify\"",
+            &mut out,
+        );
+        let _ = writeln!(out, "# TYPE odoo_cdc_inbox_total counter");
+        for (result, n) in [
+            ("applied", &i.applied),
+            ("refused", &i.refused),
+            ("dead", &i.dead),
+            ("retried", &i.retries),
+        ] {
+            let _ = writeln!(
+                out,
+                "odoo_cdc_inbox_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE odoo_cdc_inbox_apply_seconds histogram");
+        i.latency
+            .render("odoo_cdc_inbox_apply_seconds", "target=\"odoo\"", &mut out);
+    }
     out
 }
 

@@ -97,6 +97,19 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The audit trail of a Shopify order: every webhook, RPC call and result, DLQ move and
+    /// replay, with the Odoo id and the time.
+    Audit {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+        /// Shopify order id.
+        #[arg(long)]
+        order: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -297,6 +310,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         },
+        Command::Audit {
+            config,
+            order,
+            json,
+        } => {
+            let found =
+                pipeline::dlq_cmd::audit(load_config(&config)?, &order, json, &mut stdout).await?;
+            if !found {
+                eprintln!("no audit trail for Shopify order {order}");
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;

@@ -117,6 +117,80 @@ pub async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> R
 }
 
 /// Runs until SIGTERM / Ctrl-C.
+/// Builds the Odoo write-back from the config.
+pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writeback> {
+    let rpc = sinks::odoo::OdooRpc::new(sinks::odoo::OdooRpcConfig {
+        url: o.url.clone(),
+        database: o.database.clone(),
+        login: o.login.clone(),
+        api_key: o.api_key.expose().to_string(),
+        protocol: o
+            .protocol
+            .parse()
+            .map_err(|e: String| anyhow!("odoo.protocol: {e}"))?,
+        timeout: sinks::odoo::config::DEFAULT_TIMEOUT,
+    })?;
+    Ok(crate::writeback::Writeback::new(
+        rpc,
+        o.shipping_sku.clone(),
+        o.warehouse.clone(),
+    ))
+}
+
+/// Starts the webhook receiver and the inbox worker; the server stops when the handle drops.
+async fn start_writeback(
+    w: &crate::config::Webhooks,
+    o: &crate::config::Odoo,
+    source: &SourceConfig,
+    shared: &Arc<Shared>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<AbortOnDrop> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let receiver_stats = Arc::new(crate::webhook::ReceiverStats::default());
+    let inbox_stats = Arc::new(crate::inbox::InboxStats::default());
+    if let Ok(mut g) = shared.writeback.lock() {
+        *g = Some((receiver_stats.clone(), inbox_stats.clone()));
+    }
+    let (listen_db, notifications) = source.sql_client_listening().await?;
+    listen_db.batch_execute("LISTEN odoo_cdc_inbox").await?;
+    let inbox = crate::inbox::Inbox::new(
+        listen_db,
+        build_writeback(o)?,
+        wake.clone(),
+        w.workers,
+        inbox_stats,
+    );
+    tokio::spawn(inbox.run(notifications, stop));
+    let receiver = crate::webhook::Receiver::new(
+        crate::webhook::ReceiverConfig {
+            secrets: vec![
+                w.secret.expose().to_string(),
+                w.previous_secret.expose().to_string(),
+            ],
+            shop_domain: w.shop_domain.clone(),
+            max_body_bytes: w.max_body_bytes,
+        },
+        Arc::new(source.sql_client().await?),
+        wake,
+        receiver_stats,
+    );
+    let (addr, handle) =
+        crate::webhook::serve(&w.listen, crate::webhook::router(Arc::new(receiver)))
+            .await
+            .with_context(|| format!("webhooks.listen: cannot listen on {}", w.listen))?;
+    tracing::info!(%addr, "receiving Shopify webhooks on /webhooks/shopify");
+    Ok(AbortOnDrop(handle))
+}
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn run(mut cfg: Config) -> Result<()> {
     cfg.apply_env(&|k| std::env::var(k).ok());
     cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
@@ -195,6 +269,14 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         }
         None => None,
     };
+    let (inbox_stop, _webhook_server) = match (&cfg.webhooks, &cfg.odoo) {
+        (Some(w), Some(o)) => {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let server = start_writeback(w, o, &source, &shared, stop.clone()).await?;
+            (Some(stop), Some(server))
+        }
+        _ => (None, None),
+    };
     let opts = RunOptions {
         source,
         slot: cfg.source.slot.clone(),
@@ -210,6 +292,9 @@ pub async fn run(mut cfg: Config) -> Result<()> {
     };
     tracing::info!("running");
     runtime::run(opts, sinks, shared.clone(), stop_signal()).await?;
+    if let Some(stop) = inbox_stop {
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     tracing::info!(confirmed = %cdc::Lsn(shared.confirmed.load(std::sync::atomic::Ordering::SeqCst)), "stopped cleanly");
     Ok(())
 }

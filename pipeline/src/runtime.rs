@@ -105,6 +105,13 @@ pub struct Shared {
     pub behind_since_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
     pub state: Option<Arc<tokio_postgres::Client>>,
+    /// Webhook receiver and inbox counters, when webhooks are received.
+    pub writeback: Mutex<
+        Option<(
+            Arc<crate::webhook::ReceiverStats>,
+            Arc<crate::inbox::InboxStats>,
+        )>,
+    >,
 }
 
 impl Shared {

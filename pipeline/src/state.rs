@@ -18,7 +18,40 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS odoo_cdc.outbox (id bigserial PRIMARY KEY, sink text NOT NULL, key text NOT NULL, \
      source_lsn bigint NOT NULL, event jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS outbox_sink ON odoo_cdc.outbox (sink, id)",
+    // Shopify webhooks, committed before the 200; unique on the event id (a duplicate
+    // delivery is a no-op). status: pending, done, dead (DLQ, with Odoo's error) or refused.
+    "CREATE TABLE IF NOT EXISTS odoo_cdc.inbox (id bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE, \
+     webhook_id text, topic text NOT NULL, shop_domain text NOT NULL, order_key text NOT NULL, payload text NOT NULL, \
+     triggered_at text, received_at timestamptz NOT NULL DEFAULT now(), status text NOT NULL DEFAULT 'pending', \
+     attempts int NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL DEFAULT now(), last_error text, \
+     odoo_id bigint, applied_at timestamptz, wal_fence text)",
+    "CREATE INDEX IF NOT EXISTS inbox_pending ON odoo_cdc.inbox (order_key, id) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS inbox_order ON odoo_cdc.inbox (order_key, id)",
+    // Every webhook, RPC call and result, DLQ move and replay, by Shopify id.
+    "CREATE TABLE IF NOT EXISTS odoo_cdc.audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), \
+     shopify_id text NOT NULL, inbox_id bigint, kind text NOT NULL, detail text NOT NULL, odoo_id bigint)",
+    "CREATE INDEX IF NOT EXISTS audit_shopify ON odoo_cdc.audit (shopify_id, id)",
 ];
+
+/// Records an audit line (best effort: a failure is logged, never fatal).
+pub async fn audit(
+    client: &Client,
+    shopify_id: &str,
+    inbox_id: Option<i64>,
+    kind: &str,
+    detail: &str,
+    odoo_id: Option<i64>,
+) {
+    if let Err(e) = client
+        .execute(
+            "INSERT INTO odoo_cdc.audit (shopify_id, inbox_id, kind, detail, odoo_id) VALUES ($1, $2, $3, $4, $5)",
+            &[&shopify_id, &inbox_id, &kind, &detail, &odoo_id],
+        )
+        .await
+    {
+        tracing::warn!(error = %e, shopify_id, kind, "cannot write the audit trail");
+    }
+}
 
 /// Runs the migrations.
 pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {

@@ -1,0 +1,373 @@
+//! The inbox worker: applies committed webhooks to Odoo, in order per Shopify order and in
+//! parallel across orders. It is woken the moment a webhook is committed (in-process, and by
+//! PostgreSQL `LISTEN odoo_cdc_inbox` so several instances can share the inbox); a slow sweep
+//! only picks up rows a crash left behind, and a row that failed transiently is retried at its
+//! `next_attempt_at` with capped backoff. One order's failure never blocks another's. A
+//! permanent failure (unknown SKU or tax, an Odoo validation error) moves the row to the
+//! dead-letter queue with Odoo's error text; `odoo-cdc dlq replay` applies it again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use sinks::SinkError;
+use tokio::sync::{mpsc, Notify};
+use tokio_postgres::Client;
+use transforms::shopify::{self, Topic};
+
+use crate::histogram::Histogram;
+use crate::writeback::{Applied, Ctx, Writeback};
+
+/// How often the sweep looks for rows nobody was woken for (after a crash).
+pub const SWEEP: Duration = Duration::from_secs(30);
+
+/// Counters of the inbox.
+#[derive(Debug, Default)]
+pub struct InboxStats {
+    /// Webhooks applied to Odoo.
+    pub applied: AtomicU64,
+    /// Refused on purpose (a create after its cancel).
+    pub refused: AtomicU64,
+    /// Moved to the dead-letter queue.
+    pub dead: AtomicU64,
+    /// Transient failures (retried).
+    pub retries: AtomicU64,
+    /// From receipt to applied.
+    pub latency: Histogram,
+}
+
+/// A row of the inbox.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Inbox id.
+    pub id: i64,
+    /// Topic.
+    pub topic: String,
+    /// Shopify order id.
+    pub order_key: String,
+    /// Raw body.
+    pub payload: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Seconds since receipt.
+    pub age_secs: f64,
+}
+
+/// What applying a row came to.
+pub enum Outcome {
+    /// Applied (or refused on purpose).
+    Applied(Applied),
+    /// Try again later.
+    Retry(SinkError),
+    /// Dead-letter with the reason.
+    Dead(String),
+}
+
+/// Applies one inbox row to Odoo.
+pub async fn apply(db: &Client, wb: &Writeback, row: &Row) -> Outcome {
+    let cx = Ctx {
+        db,
+        shopify_id: &row.order_key,
+        inbox_id: row.id,
+    };
+    let body: Value = match serde_json::from_str(&row.payload) {
+        Ok(v) => v,
+        Err(e) => return Outcome::Dead(format!("stored payload is not JSON: {e}")),
+    };
+    let result = match Topic::parse(&row.topic) {
+        Some(Topic::OrderCreate) => match shopify::parse_order(&body) {
+            Ok(order) => {
+                let cancelled_first = match db
+                    .query_opt(
+                        "SELECT 1 FROM odoo_cdc.inbox WHERE order_key = $1 AND topic = 'orders/cancelled' \
+                         AND status = 'done' AND id <> $2 LIMIT 1",
+                        &[&row.order_key, &row.id],
+                    )
+                    .await
+                {
+                    Ok(r) => r.is_some(),
+                    Err(e) => return Outcome::Retry(SinkError::transient(format!("inbox: {e}"))),
+                };
+                wb.order_create(&cx, &order, cancelled_first).await
+            }
+            Err(e) => return Outcome::Dead(e.to_string()),
+        },
+        Some(Topic::OrderCancelled) => match shopify::parse_cancel(&body) {
+            Ok(id) => wb.order_cancel(&cx, &id).await,
+            Err(e) => return Outcome::Dead(e.to_string()),
+        },
+        Some(Topic::RefundCreate) => {
+            let refund = match shopify::parse_refund(&body) {
+                Ok(r) => r,
+                Err(e) => return Outcome::Dead(e.to_string()),
+            };
+            // The order's own payload says what each refunded line was.
+            let original = db
+                .query_opt(
+                    "SELECT payload, status FROM odoo_cdc.inbox WHERE order_key = $1 AND topic = 'orders/create' ORDER BY id LIMIT 1",
+                    &[&row.order_key],
+                )
+                .await;
+            match original {
+                Err(e) => return Outcome::Retry(SinkError::transient(format!("inbox: {e}"))),
+                Ok(None) => return Outcome::Dead(format!(
+                    "refund {} of order {}: the order's orders/create webhook is not in the inbox",
+                    refund.id, refund.order_id
+                )),
+                Ok(Some(r)) => {
+                    let status: String = r.get(1);
+                    if status != "done" {
+                        return Outcome::Dead(format!(
+                            "refund {} of order {}: the order did not reach Odoo ({status})",
+                            refund.id, refund.order_id
+                        ));
+                    }
+                    let order = serde_json::from_str::<Value>(&r.get::<_, String>(0))
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| shopify::parse_order(&v).map_err(|e| e.to_string()));
+                    match order {
+                        Ok(order) => wb.refund(&cx, &order, &refund).await,
+                        Err(e) => return Outcome::Dead(e),
+                    }
+                }
+            }
+        }
+        None => return Outcome::Dead(format!("topic {} is not applied", row.topic)),
+    };
+    match result {
+        Ok(a) => Outcome::Applied(a),
+        Err(e) if e.is_transient() => Outcome::Retry(e),
+        Err(e) => Outcome::Dead(e.message),
+    }
+}
+
+/// Records an outcome on the row (and the audit trail, and the DLQ).
+pub async fn record(
+    db: &Client,
+    row: &Row,
+    outcome: &Outcome,
+    fence: Option<String>,
+) -> Result<(), tokio_postgres::Error> {
+    match outcome {
+        Outcome::Applied(Applied::Done { odoo_id, detail }) => {
+            db.execute(
+                "UPDATE odoo_cdc.inbox SET status = 'done', attempts = attempts + 1, applied_at = now(), odoo_id = $2, \
+                 last_error = NULL, wal_fence = $3 WHERE id = $1",
+                &[&row.id, odoo_id, &fence],
+            )
+            .await?;
+            crate::state::audit(
+                db,
+                &row.order_key,
+                Some(row.id),
+                "applied",
+                detail,
+                *odoo_id,
+            )
+            .await;
+        }
+        Outcome::Applied(Applied::Refused(reason)) => {
+            db.execute(
+                "UPDATE odoo_cdc.inbox SET status = 'refused', attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                &[&row.id, reason],
+            )
+            .await?;
+            crate::state::audit(db, &row.order_key, Some(row.id), "refused", reason, None).await;
+        }
+        Outcome::Retry(e) => {
+            let secs = 2f64.powi(row.attempts.clamp(0, 8)).min(300.0);
+            db.execute(
+                "UPDATE odoo_cdc.inbox SET attempts = attempts + 1, last_error = $2, \
+                 next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                &[&row.id, &e.message, &secs],
+            )
+            .await?;
+            crate::state::audit(db, &row.order_key, Some(row.id), "retry", &e.message, None).await;
+        }
+        Outcome::Dead(reason) => {
+            db.execute(
+                "UPDATE odoo_cdc.inbox SET status = 'dead', attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                &[&row.id, reason],
+            )
+            .await?;
+            let event = serde_json::json!({"inbox_id": row.id, "topic": row.topic, "order_id": row.order_key});
+            db.execute(
+                "INSERT INTO odoo_cdc.dead_letters (sink, key, reason, source_lsn, event) VALUES ('odoo', $1, $2, $3, $4)",
+                &[&row.order_key, reason, &format!("inbox:{}", row.id), &event],
+            )
+            .await?;
+            crate::state::audit(db, &row.order_key, Some(row.id), "dlq", reason, None).await;
+        }
+    }
+    Ok(())
+}
+
+/// The worker.
+pub struct Inbox {
+    db: Client,
+    writeback: Writeback,
+    wake: Arc<Notify>,
+    workers: usize,
+    /// Counters.
+    pub stats: Arc<InboxStats>,
+}
+
+impl Inbox {
+    /// A worker on its own connection `db` (which must `LISTEN odoo_cdc_inbox` for the
+    /// notifications handed to [`Inbox::run`]).
+    pub fn new(
+        db: Client,
+        writeback: Writeback,
+        wake: Arc<Notify>,
+        workers: usize,
+        stats: Arc<InboxStats>,
+    ) -> Self {
+        Self {
+            db,
+            writeback,
+            wake,
+            workers: workers.max(1),
+            stats,
+        }
+    }
+
+    /// Runs until `stopping` is set.
+    pub async fn run(
+        self,
+        mut notifications: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+        stopping: Arc<AtomicBool>,
+    ) {
+        let mut backoff = cdc::backoff::Backoff::default();
+        while !stopping.load(Ordering::SeqCst) {
+            let keys = match self
+                .db
+                .query(
+                    "SELECT order_key FROM odoo_cdc.inbox WHERE status = 'pending' AND next_attempt_at <= now() \
+                     GROUP BY order_key ORDER BY min(id) LIMIT 256",
+                    &[],
+                )
+                .await
+            {
+                Ok(rows) => rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the inbox");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            };
+            backoff.reset();
+            if keys.is_empty() {
+                let next = self
+                    .db
+                    .query_one(
+                        "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM odoo_cdc.inbox WHERE status = 'pending'",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .and_then(|r| r.get::<_, Option<f64>>(0));
+                let wait = next.map_or(SWEEP, |s| {
+                    Duration::from_secs_f64(s.clamp(0.01, SWEEP.as_secs_f64()))
+                });
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    n = notifications.recv() => {
+                        if n.is_none() {
+                            tracing::warn!("inbox notification connection ended; sweeping only");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            futures_util::stream::iter(keys)
+                .for_each_concurrent(self.workers, |key| self.process_key(key))
+                .await;
+        }
+    }
+
+    /// Applies a Shopify order's due rows in order; stops at a transient failure.
+    async fn process_key(&self, key: String) {
+        // Several instances share the inbox: one of them takes an order at a time.
+        let lock = format!("odoo_cdc_inbox:{key}");
+        match self
+            .db
+            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&lock])
+            .await
+        {
+            Ok(r) if r.get::<_, bool>(0) => {}
+            _ => return,
+        }
+        let rows = self
+            .db
+            .query(
+                "SELECT id, topic, order_key, payload, attempts, next_attempt_at <= now(), \
+                 extract(epoch FROM now() - received_at)::float8 \
+                 FROM odoo_cdc.inbox WHERE order_key = $1 AND status = 'pending' ORDER BY id",
+                &[&key],
+            )
+            .await;
+        if let Ok(rows) = rows {
+            for r in rows {
+                if !r.get::<_, bool>(5) {
+                    break;
+                }
+                let row = Row {
+                    id: r.get(0),
+                    topic: r.get(1),
+                    order_key: r.get(2),
+                    payload: r.get(3),
+                    attempts: r.get(4),
+                    age_secs: r.get(6),
+                };
+                let outcome = apply(&self.db, &self.writeback, &row).await;
+                let fence = match &outcome {
+                    // The WAL position after the write: once the stream passes it, Odoo's
+                    // reservation for this order is in the sellable quantities.
+                    Outcome::Applied(Applied::Done { .. }) => self
+                        .db
+                        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                        .await
+                        .ok()
+                        .map(|r| r.get::<_, String>(0)),
+                    _ => None,
+                };
+                if let Err(e) = record(&self.db, &row, &outcome, fence).await {
+                    tracing::warn!(error = %e, "cannot record an inbox outcome; it is applied again later");
+                    break;
+                }
+                let stop = match &outcome {
+                    Outcome::Applied(Applied::Done { .. }) => {
+                        self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                        self.stats.latency.observe(row.age_secs.max(0.0));
+                        false
+                    }
+                    Outcome::Applied(Applied::Refused(_)) => {
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        false
+                    }
+                    Outcome::Dead(reason) => {
+                        tracing::error!(order = %row.order_key, inbox = row.id, %reason, "webhook dead-lettered");
+                        self.stats.dead.fetch_add(1, Ordering::Relaxed);
+                        false
+                    }
+                    Outcome::Retry(e) => {
+                        tracing::warn!(order = %row.order_key, inbox = row.id, error = %e, "webhook not applied yet; retrying");
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                };
+                if stop {
+                    break;
+                }
+            }
+        }
+        let _ = self
+            .db
+            .query_one("SELECT pg_advisory_unlock(hashtext($1))", &[&lock])
+            .await;
+    }
+}
