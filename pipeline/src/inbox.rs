@@ -112,10 +112,12 @@ pub async fn apply(db: &Client, wb: &Writeback, row: &Row) -> Outcome {
                 .await;
             match original {
                 Err(e) => return Outcome::Retry(SinkError::transient(format!("inbox: {e}"))),
-                Ok(None) => return Outcome::Dead(format!(
+                Ok(None) => {
+                    return Outcome::Dead(format!(
                     "refund {} of order {}: the order's orders/create webhook is not in the inbox",
                     refund.id, refund.order_id
-                )),
+                ))
+                }
                 Ok(Some(r)) => {
                     let status: String = r.get(1);
                     if status != "done" {
@@ -204,6 +206,60 @@ pub async fn record(
     Ok(())
 }
 
+/// What Shopify sold in an `orders/create` payload, for the oversell guard: (sku, Shopify
+/// location id, units).
+pub fn sold(payload: &Value) -> Vec<(String, Option<String>, i64)> {
+    use rust_decimal::prelude::ToPrimitive;
+    let Ok(order) = shopify::parse_order(payload) else {
+        return Vec::new();
+    };
+    let location = shopify::id_of(&payload["location_id"]);
+    order
+        .lines
+        .iter()
+        .filter_map(|l| Some((l.sku.clone(), location.clone(), l.quantity.ceil().to_i64()?)))
+        .collect()
+}
+
+/// After a restart: the orders whose units the guard must hold (received, and not yet known
+/// to be in the stream), rebuilt from the inbox.
+pub async fn held_orders(db: &Client) -> Vec<crate::runtime::GuardNote> {
+    use crate::runtime::GuardNote;
+    let rows = match db
+        .query(
+            "SELECT order_key, payload, status, wal_fence FROM odoo_cdc.inbox WHERE topic = 'orders/create' \
+             AND (status = 'pending' OR (status = 'done' AND wal_fence IS NOT NULL AND applied_at > now() - interval '1 hour')) \
+             ORDER BY id",
+            &[],
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot rebuild the oversell guard from the inbox");
+            return Vec::new();
+        }
+    };
+    let mut notes = Vec::new();
+    for r in rows {
+        let order: String = r.get(0);
+        let Ok(payload) = serde_json::from_str::<Value>(&r.get::<_, String>(1)) else {
+            continue;
+        };
+        notes.push(GuardNote::Received {
+            order: order.clone(),
+            lines: sold(&payload),
+        });
+        if let Some(fence) = r
+            .get::<_, Option<String>>(3)
+            .and_then(|f| f.parse::<cdc::Lsn>().ok())
+        {
+            notes.push(GuardNote::Settled { order, fence });
+        }
+    }
+    notes
+}
+
 /// The worker.
 pub struct Inbox {
     db: Client,
@@ -212,6 +268,7 @@ pub struct Inbox {
     workers: usize,
     /// Counters.
     pub stats: Arc<InboxStats>,
+    shared: Option<Arc<crate::runtime::Shared>>,
 }
 
 impl Inbox {
@@ -230,7 +287,14 @@ impl Inbox {
             wake,
             workers: workers.max(1),
             stats,
+            shared: None,
         }
+    }
+
+    /// Feeds the runtime's oversell guard with what Odoo has applied.
+    pub fn with_guard(mut self, shared: Arc<crate::runtime::Shared>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Runs until `stopping` is set.
@@ -323,6 +387,16 @@ impl Inbox {
                     attempts: r.get(4),
                     age_secs: r.get(6),
                 };
+                if let (Some(shared), true) = (&self.shared, row.topic == "orders/create") {
+                    // Before Odoo is written, so the guard holds the units first (the
+                    // receiver told it already; a repeat is ignored).
+                    if let Ok(payload) = serde_json::from_str::<Value>(&row.payload) {
+                        shared.guard.send(crate::runtime::GuardNote::Received {
+                            order: row.order_key.clone(),
+                            lines: sold(&payload),
+                        });
+                    }
+                }
                 let outcome = apply(&self.db, &self.writeback, &row).await;
                 let fence = match &outcome {
                     // The WAL position after the write: once the stream passes it, Odoo's
@@ -335,9 +409,23 @@ impl Inbox {
                         .map(|r| r.get::<_, String>(0)),
                     _ => None,
                 };
-                if let Err(e) = record(&self.db, &row, &outcome, fence).await {
+                if let Err(e) = record(&self.db, &row, &outcome, fence.clone()).await {
                     tracing::warn!(error = %e, "cannot record an inbox outcome; it is applied again later");
                     break;
+                }
+                if let (Some(shared), Outcome::Applied(a)) = (&self.shared, &outcome) {
+                    // Confirmed, cancelled or refused: once the stream passes the fence, the
+                    // order's units are in Odoo's numbers (or never will be, if refused).
+                    let fence = match a {
+                        Applied::Done { .. } => fence.and_then(|f| f.parse::<cdc::Lsn>().ok()),
+                        Applied::Refused(_) => Some(cdc::Lsn::ZERO),
+                    };
+                    if let (Some(fence), true) = (fence, row.topic != "refunds/create") {
+                        shared.guard.send(crate::runtime::GuardNote::Settled {
+                            order: row.order_key.clone(),
+                            fence,
+                        });
+                    }
                 }
                 let stop = match &outcome {
                     Outcome::Applied(Applied::Done { .. }) => {

@@ -159,7 +159,8 @@ async fn start_writeback(
         wake.clone(),
         w.workers,
         inbox_stats,
-    );
+    )
+    .with_guard(shared.clone());
     tokio::spawn(inbox.run(notifications, stop));
     let receiver = crate::webhook::Receiver::new(
         crate::webhook::ReceiverConfig {
@@ -173,7 +174,8 @@ async fn start_writeback(
         Arc::new(source.sql_client().await?),
         wake,
         receiver_stats,
-    );
+    )
+    .with_guard(shared.clone());
     let (addr, handle) =
         crate::webhook::serve(&w.listen, crate::webhook::router(Arc::new(receiver)))
             .await

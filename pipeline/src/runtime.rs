@@ -84,9 +84,67 @@ pub struct Sinks {
     pub accounting: Option<AccountingSink>,
 }
 
+/// What the webhook side tells the Shopify sink's oversell guard.
+#[derive(Debug, Clone)]
+pub enum GuardNote {
+    /// A Shopify order's webhook was committed: Shopify sold these units (sku, Shopify
+    /// location id, units); Odoo has not reserved them yet.
+    Received {
+        /// Shopify order id.
+        order: String,
+        /// (sku, location id, units).
+        lines: Vec<(String, Option<String>, i64)>,
+    },
+    /// Odoo now has the order's effect (confirmed with its reservation, cancelled, or refused):
+    /// once the stream passes `fence`, its units stop being held.
+    Settled {
+        /// Shopify order id.
+        order: String,
+        /// `pg_current_wal_lsn()` after Odoo's write.
+        fence: Lsn,
+    },
+}
+
+/// The guard channel: the webhook side sends, the Shopify worker receives.
+pub struct GuardChannel {
+    tx: mpsc::UnboundedSender<GuardNote>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<GuardNote>>>,
+    active: std::sync::atomic::AtomicBool,
+}
+
+impl Default for GuardChannel {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            active: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl GuardChannel {
+    /// Tells the guard (a no-op without a Shopify sink).
+    pub fn send(&self, note: GuardNote) {
+        if self.active.load(Ordering::SeqCst) {
+            let _ = self.tx.send(note);
+        }
+    }
+
+    fn take(&self) -> Option<mpsc::UnboundedReceiver<GuardNote>> {
+        let rx = self.rx.lock().ok()?.take();
+        if rx.is_some() {
+            self.active.store(true, Ordering::SeqCst);
+        }
+        rx
+    }
+}
+
 /// Everything shared between the reader, the workers and whoever watches.
 #[derive(Default)]
 pub struct Shared {
+    /// The oversell guard's feed from the webhook side.
+    pub guard: GuardChannel,
     /// Per-sink counters, by name.
     pub stats: Mutex<Vec<(&'static str, Arc<SinkStats>)>>,
     /// Dead letters.
@@ -101,6 +159,10 @@ pub struct Shared {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Highest WAL position the server reported.
     pub server_wal: AtomicU64,
+    /// A position below which every published change has been read and dispatched (the
+    /// newest keepalive `wal_end` between transactions): fences past the last commit are
+    /// passed by it.
+    pub read_through: AtomicU64,
     /// Since when (Unix microseconds) read work has been waiting to be confirmed; 0 when caught up.
     pub behind_since_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
@@ -339,8 +401,18 @@ fn retry_all(n: usize, e: SinkError) -> Vec<Outcome> {
 
 /// A sink worker: delivers its queue in order; after `max_hold` of failing it parks events in
 /// the outbox (so the slot moves on) and drains the outbox, in order, once the sink recovers.
+/// An order whose units the guard holds back.
+struct Held {
+    levels: Vec<(String, sinks::shopify::sink::LevelKey, i64)>,
+    fence: Option<Lsn>,
+}
+
 struct Worker {
     sink: SinkHandle,
+    guard_rx: Option<mpsc::UnboundedReceiver<GuardNote>>,
+    held: std::collections::HashMap<String, Held>,
+    /// Orders recently released (a late repeat of their Received note is ignored).
+    released: std::collections::VecDeque<String>,
     stats: Arc<SinkStats>,
     shared: Arc<Shared>,
     max_hold: Duration,
@@ -468,7 +540,99 @@ impl Worker {
         }
     }
 
+    /// Applies a note from the webhook side to the Shopify sink's guard.
+    async fn note(&mut self, note: GuardNote) {
+        let SinkHandle::Shopify(sink) = &mut self.sink else {
+            return;
+        };
+        match note {
+            GuardNote::Received { order, lines } => {
+                if self.held.contains_key(&order) || self.released.contains(&order) {
+                    return;
+                }
+                let mut levels = Vec::new();
+                for (sku, location, units) in lines {
+                    match sink.order_received(&sku, location.as_deref(), units).await {
+                        Ok(Some(key)) => levels.push((sku, key, units)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(%order, %sku, error = %e, "cannot hold back an order's units")
+                        }
+                    }
+                }
+                tracing::debug!(%order, levels = levels.len(), "holding back a Shopify order's units until Odoo reserves them");
+                self.held.insert(
+                    order,
+                    Held {
+                        levels,
+                        fence: None,
+                    },
+                );
+            }
+            GuardNote::Settled { order, fence } => match self.held.get_mut(&order) {
+                Some(h) => h.fence = Some(fence),
+                None => {
+                    self.held.insert(
+                        order,
+                        Held {
+                            levels: Vec::new(),
+                            fence: Some(fence),
+                        },
+                    );
+                }
+            },
+        }
+    }
+
+    /// Releases orders whose fence the stream has passed (everything up to `pos` delivered),
+    /// and writes the levels they held again.
+    async fn release(&mut self, pos: Lsn) {
+        let SinkHandle::Shopify(sink) = &mut self.sink else {
+            return;
+        };
+        let done: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.fence.is_some_and(|f| f <= pos))
+            .map(|(o, _)| o.clone())
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        for o in done {
+            if let Some(h) = self.held.remove(&o) {
+                for (sku, key, units) in &h.levels {
+                    sink.reservation_visible(sku, key, *units);
+                }
+            }
+            remember(&mut self.released, o);
+        }
+        if let Err(e) = sink.deliver(&[]).await {
+            tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
+        }
+    }
+
+    /// The position up to which this worker has seen everything read.
+    fn seen(&self, rx: &mpsc::Receiver<Item>) -> Lsn {
+        let delivered = self.stats.delivered_marker.load(Ordering::SeqCst);
+        if rx.is_empty() {
+            let read = self.shared.read.load(Ordering::SeqCst);
+            let through = self.shared.read_through.load(Ordering::SeqCst);
+            Lsn(delivered.max(read).max(through))
+        } else {
+            Lsn(delivered)
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
+        if matches!(self.sink, SinkHandle::Shopify(_)) {
+            self.guard_rx = self.shared.guard.take();
+            if let Some(state) = self.shared.state.clone() {
+                for note in crate::inbox::held_orders(&state).await {
+                    self.note(note).await;
+                }
+            }
+        }
         // Parked events from an earlier run come first.
         if let Some(state) = &self.shared.state {
             if crate::state::parked(state, self.sink.name(), 1)
@@ -479,6 +643,7 @@ impl Worker {
             }
         }
         loop {
+            let waiting_fence = self.held.values().any(|h| h.fence.is_some());
             let first = if self.parked {
                 tokio::select! {
                     item = rx.recv() => item,
@@ -488,7 +653,20 @@ impl Worker {
                     }
                 }
             } else {
-                rx.recv().await
+                tokio::select! {
+                    item = rx.recv() => item,
+                    Some(note) = next_note(&mut self.guard_rx) => {
+                        self.note(note).await;
+                        let pos = self.seen(&rx);
+                        self.release(pos).await;
+                        continue;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(100)), if waiting_fence => {
+                        let pos = self.seen(&rx);
+                        self.release(pos).await;
+                        continue;
+                    }
+                }
             };
             let Some(first) = first else { return };
             let mut items = vec![first];
@@ -509,6 +687,26 @@ impl Worker {
                     Item::Commit(lsn) => marker = Some(lsn),
                 }
             }
+            // Orders whose fence falls inside this batch stop being held before its targets
+            // are computed: their reservation is in the batch's sellable quantities.
+            if let Some(lsn) = marker {
+                if let (false, SinkHandle::Shopify(sink)) = (self.held.is_empty(), &mut self.sink) {
+                    let due: Vec<String> = self
+                        .held
+                        .iter()
+                        .filter(|(_, h)| h.fence.is_some_and(|f| f <= lsn))
+                        .map(|(o, _)| o.clone())
+                        .collect();
+                    for o in due {
+                        if let Some(h) = self.held.remove(&o) {
+                            for (sku, key, units) in &h.levels {
+                                sink.reservation_visible(sku, key, *units);
+                            }
+                        }
+                        remember(&mut self.released, o);
+                    }
+                }
+            }
             self.handle(events).await;
             if let Some(lsn) = marker {
                 self.stats
@@ -516,6 +714,21 @@ impl Worker {
                     .fetch_max(lsn.0, Ordering::SeqCst);
             }
         }
+    }
+}
+
+/// Keeps the newest 10,000 released orders.
+fn remember(released: &mut std::collections::VecDeque<String>, order: String) {
+    if released.len() >= 10_000 {
+        released.pop_front();
+    }
+    released.push_back(order);
+}
+
+async fn next_note(rx: &mut Option<mpsc::UnboundedReceiver<GuardNote>>) -> Option<GuardNote> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -545,6 +758,9 @@ fn spawn_workers(
             let name = sink.name();
             let worker = Worker {
                 sink,
+                guard_rx: None,
+                held: std::collections::HashMap::new(),
+                released: std::collections::VecDeque::new(),
                 stats: stats.clone(),
                 shared: shared.clone(),
                 max_hold,
@@ -678,6 +894,7 @@ pub async fn run(
                     if !resync.is_empty() {
                         dispatch(&workers, resync, pos).await;
                     }
+                    shared.read_through.fetch_max(pos.0, Ordering::SeqCst);
                 }
                 if let (Some(key), Some(state)) = (&bootstrap_key, &shared.state) {
                     // The initial synchronisation is durable once every sink delivered it.

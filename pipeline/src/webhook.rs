@@ -56,6 +56,7 @@ pub struct Receiver {
     wake: Arc<Notify>,
     /// Counters.
     pub stats: Arc<ReceiverStats>,
+    shared: Option<Arc<crate::runtime::Shared>>,
 }
 
 impl Receiver {
@@ -71,7 +72,14 @@ impl Receiver {
             db,
             wake,
             stats,
+            shared: None,
         }
+    }
+
+    /// Tells the runtime's oversell guard about every order received.
+    pub fn with_guard(mut self, shared: Arc<crate::runtime::Shared>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 }
 
@@ -207,6 +215,12 @@ async fn receive(
     match inserted {
         Ok(Some(row)) => {
             let id: i64 = row.get(0);
+            if let (Some(shared), Topic::OrderCreate) = (&r.shared, topic) {
+                shared.guard.send(crate::runtime::GuardNote::Received {
+                    order: order_key.clone(),
+                    lines: crate::inbox::sold(&payload),
+                });
+            }
             r.wake.notify_one();
             r.stats.accepted.fetch_add(1, Ordering::Relaxed);
             r.stats.latency.observe(started.elapsed().as_secs_f64());

@@ -89,6 +89,8 @@ pub struct ShopifySink {
     sellable: BTreeMap<(String, String), Decimal>,
     /// The oversell guard.
     pub guard: Guard,
+    /// Levels whose hold changed: their target is written again on the next delivery.
+    recheck: std::collections::BTreeSet<(String, String)>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -111,12 +113,61 @@ impl ShopifySink {
             last_known: HashMap::new(),
             sellable: BTreeMap::new(),
             guard: Guard::default(),
+            recheck: std::collections::BTreeSet::new(),
         })
     }
 
     /// Whether this sink wants the event.
     pub fn wants(event: &RetailEvent) -> bool {
         matches!(event, RetailEvent::SellableChanged { .. })
+    }
+
+    /// The Shopify location of a Shopify location id, or the first mapped location.
+    fn location_gid(&self, location: Option<&str>) -> Option<String> {
+        match location {
+            Some(l) if l.starts_with("gid://") => Some(l.to_string()),
+            Some(l) => Some(format!("gid://shopify/Location/{l}")),
+            None => self.cfg.location_map.values().next().cloned(),
+        }
+    }
+
+    /// A Shopify order's webhook arrived: Shopify has taken `units` of `sku` at `location`
+    /// (a Shopify location id) out of `available`, and Odoo has not reserved them yet. They
+    /// are held back until [`ShopifySink::reservation_visible`]. Returns the level key.
+    pub async fn order_received(
+        &mut self,
+        sku: &str,
+        location: Option<&str>,
+        units: i64,
+    ) -> Result<Option<LevelKey>, SinkError> {
+        let Some(loc) = self.location_gid(location) else {
+            return Ok(None);
+        };
+        self.resolve_items(&[sku.to_string()]).await?;
+        let Some(item) = self.items.get(sku).cloned() else {
+            return Ok(None);
+        };
+        let key = (item, loc);
+        let (_, unexplained) = self.guard.get(&key);
+        let explained = unexplained.min(units);
+        self.guard.order_received(&key, units);
+        // Units a re-read already saw go are in last_known; the others are gone from Shopify
+        // too, whether we have seen it or not.
+        if let Some(k) = self.last_known.get_mut(&key) {
+            *k -= units - explained;
+        }
+        tracing::debug!(sku, units, explained, guard = ?self.guard.get(&key), last_known = ?self.last_known.get(&key), "order received");
+        Ok(Some(key))
+    }
+
+    /// The order's effect (its reservation, or its cancellation) is now in Odoo's sellable
+    /// quantities: its units stop being held, and the level is written again.
+    pub fn reservation_visible(&mut self, sku: &str, key: &LevelKey, units: i64) {
+        self.guard.reservation_visible(key, units);
+        tracing::debug!(sku, units, guard = ?self.guard.get(key), "reservation visible");
+        if let Some((wh, _)) = self.cfg.location_map.iter().find(|(_, l)| **l == key.1) {
+            self.recheck.insert((sku.to_string(), wh.clone()));
+        }
     }
 
     /// What Shopify holds for a level, as far as the sink knows.
@@ -196,6 +247,15 @@ impl ShopifySink {
     /// Delivers sellable changes. `Err` is a transient failure of the whole call (retry it);
     /// keys that fail for good are in the report.
     pub async fn deliver(&mut self, events: &[RetailEvent]) -> Result<Report, SinkError> {
+        let recheck = self.recheck.clone();
+        let result = self.deliver_inner(events).await;
+        if result.is_err() {
+            self.recheck.extend(recheck);
+        }
+        result
+    }
+
+    async fn deliver_inner(&mut self, events: &[RetailEvent]) -> Result<Report, SinkError> {
         let mut report = Report::default();
         // Coalesce: only the newest quantity per (sku, warehouse) matters.
         let mut dirty: BTreeMap<(String, String), Decimal> = BTreeMap::new();
@@ -208,6 +268,11 @@ impl ShopifySink {
             {
                 dirty.insert((sku.clone(), warehouse.clone()), *qty);
                 self.sellable.insert((sku.clone(), warehouse.clone()), *qty);
+            }
+        }
+        for k in std::mem::take(&mut self.recheck) {
+            if let Some(q) = self.sellable.get(&k) {
+                dirty.insert(k, *q);
             }
         }
         let skus: Vec<String> = dirty.keys().map(|(s, _)| s.clone()).collect();
@@ -321,6 +386,7 @@ impl ShopifySink {
                 .cloned()
                 .unwrap_or_default();
             if errors.is_empty() {
+                tracing::debug!(?sent, "levels written");
                 for (k, t) in sent {
                     self.last_known.insert(k, t);
                 }
@@ -355,6 +421,7 @@ impl ShopifySink {
                     // Sold in Shopify, not yet seen in Odoo: never give these units back.
                     self.guard.note_drop(&k, before - current);
                 }
+                tracing::debug!(item = %k.0, before, current, guard = ?self.guard.get(&k), "level re-read after a stale write");
                 self.last_known.insert(k, current);
             }
         }
