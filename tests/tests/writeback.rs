@@ -499,6 +499,80 @@ async fn storefront_orders_land_in_odoo_exactly_once_through_every_failure() {
         Decimal::new(2000, 2)
     );
 
+    // An unknown SKU: the webhook is dead-lettered with the reason; after the product is
+    // created in Odoo, `odoo-cdc dlq replay` applies it, once.
+    let unknown = json!({"id": 4242, "email": "new@example.com",
+                         "line_items": [{"id": 1, "sku": "NEW-SKU-1", "quantity": 1, "price": "5.00"}]})
+    .to_string();
+    assert_eq!(
+        post(
+            &url,
+            "orders/create",
+            "unknown-sku",
+            &unknown,
+            Some(sign(SECRET.as_bytes(), unknown.as_bytes())),
+            SHOP
+        )
+        .await,
+        200
+    );
+    wait_for("the dead letter", (&db, &log), || {
+        db.sql("SELECT status FROM odoo_cdc.inbox WHERE order_key = '4242'")
+            .trim()
+            == "dead"
+    })
+    .await;
+    let cli = |args: &[&str]| {
+        Command::new(odoo_cdc_bin())
+            .args(args)
+            .args(["--config", config.to_str().unwrap()])
+            .env("ODOO_CDC_ODOO_API_KEY", "odoo-api-key")
+            .env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", SECRET)
+            .env("ODOO_CDC_WMS_API_KEY", "wms-key")
+            .output()
+            .unwrap()
+    };
+    let listed = cli(&["dlq", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let line = listed
+        .lines()
+        .find(|l| l.contains("\todoo\t4242\t"))
+        .unwrap_or_else(|| panic!("no dead letter for order 4242:\n{listed}"));
+    assert!(line.contains("unknown SKU \"NEW-SKU-1\""), "{line}");
+    let dead_id = line.split('\t').next().unwrap().to_string();
+    // Still unknown: the replay says so and exits 3.
+    let again = cli(&["dlq", "replay", "--id", &dead_id]);
+    assert_eq!(
+        again.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_eq!(orders_in_odoo("4242"), 0);
+    c.batch_execute(&format!(
+        "WITH t AS (INSERT INTO product_template (categ_id, uom_id, uom_po_id, company_id, type, service_tracking, default_code, \
+         name, list_price, sale_ok, purchase_ok, active, is_storable, tracking, sale_line_warn, purchase_line_warn, invoice_policy, \
+         create_date, write_date) VALUES (1, {0}, {0}, {1}, 'consu', 'no', 'NEW-SKU-1', '{{\"en_US\": \"New\"}}', 5, true, true, \
+         true, true, 'none', 'no-message', 'no-message', 'order', now(), now()) RETURNING id) \
+         INSERT INTO product_product (product_tmpl_id, default_code, active, create_date, write_date) SELECT id, 'NEW-SKU-1', true, now(), now() FROM t",
+        info.uom_id, info.company_id
+    ))
+    .await
+    .unwrap();
+    let replayed = cli(&["dlq", "replay", "--id", &dead_id]);
+    let replay_out = String::from_utf8_lossy(&replayed.stdout).to_string();
+    assert!(replayed.status.success(), "{replay_out}");
+    assert!(replay_out.contains("replayed"), "{replay_out}");
+    assert_eq!(orders_in_odoo("4242"), 1);
+    assert_eq!(
+        db.sql("SELECT status FROM odoo_cdc.inbox WHERE order_key = '4242'")
+            .trim(),
+        "done"
+    );
+    let nothing = cli(&["dlq", "replay", "--all"]);
+    assert!(String::from_utf8_lossy(&nothing.stdout).contains("nothing to replay"));
+    assert_eq!(orders_in_odoo("4242"), 1);
+
     // The audit trail of the first order: webhooks, RPC calls, the outcome, with Odoo's id.
     let out = Command::new(odoo_cdc_bin())
         .args([
