@@ -65,8 +65,54 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         ))
         .await?;
 
-    say("starting the Shopify, WMS, accounting and Odoo emulators");
-    let shopify = ShopifyEmulator::start(ShopEmuCfg::default(), 0).await?;
+    say("starting the Odoo, Shopify, WMS and accounting emulators and the webhook receiver");
+    let odoo_rpc =
+        OdooRpcEmulator::start(OdooRpcConfig::new(&cluster.superuser_url("odoo")), 0).await?;
+    // odoo-cdc's own state (inbox, outbox, dead letters, audit) in the odoo_cdc schema.
+    let source = cdc::SourceConfig::from_str(&cluster.url())?;
+    let state = Arc::new(source.sql_client().await?);
+    crate::state::migrate(&state).await?;
+    let shared = Arc::new(Shared {
+        state: Some(state.clone()),
+        ..Shared::default()
+    });
+    let shop_defaults = ShopEmuCfg::default();
+    let (emu_db, emu_login, emu_key, _) = odoo_rpc.credentials();
+    let inbox_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (hook_addr, _receiver) = crate::run_cmd::start_writeback(
+        &crate::config::Webhooks {
+            listen: "127.0.0.1:0".into(),
+            shop_domain: shop_defaults.shop_domain.clone(),
+            secret: crate::config::Secret(shop_defaults.client_secret.clone()),
+            previous_secret: crate::config::Secret::default(),
+            max_body_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
+            workers: 4,
+        },
+        &crate::config::Odoo {
+            url: odoo_rpc.url(),
+            database: emu_db,
+            login: emu_login,
+            api_key: crate::config::Secret(emu_key),
+            protocol: "jsonrpc".into(),
+            shipping_sku: crate::config::DEFAULT_SHIPPING_SKU.into(),
+            warehouse: None,
+        },
+        &source,
+        &shared,
+        inbox_stop.clone(),
+    )
+    .await?;
+    let shopify = ShopifyEmulator::start(
+        ShopEmuCfg {
+            webhook_url: Some(format!("http://{hook_addr}/webhooks/shopify")),
+            webhook_delay: Duration::from_millis(500),
+            webhook_jitter: Duration::from_millis(500),
+            duplicate_rate: 0.1,
+            ..shop_defaults
+        },
+        0,
+    )
+    .await?;
     for p in &info.products {
         shopify.add_item(&p.sku, &[(1, 0), (2, 0)]);
     }
@@ -80,8 +126,6 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
     .await?;
     let acct_cfg = AcctEmuCfg::default();
     let accounting = AccountingEmulator::start(acct_cfg.clone(), 0).await?;
-    let odoo_rpc =
-        OdooRpcEmulator::start(OdooRpcConfig::new(&cluster.superuser_url("odoo")), 0).await?;
 
     // A product Shopify does not sell: its stock changes go to the dead-letter list.
     admin
@@ -144,14 +188,12 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
     );
 
     say("creating the slot with an exported snapshot and reading the published tables");
-    let source = cdc::SourceConfig::from_str(&cluster.url())?;
     let snapshot = crate::capture::snapshot(&source, "odoo_cdc", "odoo_cdc").await?;
     say(&format!(
         "snapshot: {} rows at {}",
         snapshot.0.changes.len(),
         snapshot.1
     ));
-    let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {
         source,
@@ -209,20 +251,43 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         let info = info.clone();
         tokio::spawn(async move { workload::run(&url, &info, &day).await })
     };
-    // Storefront sales race Odoo on the hot SKUs (their webhooks are not written back yet).
+    // Storefront sales race Odoo on the hot SKUs; their webhooks become Odoo orders.
     let http = reqwest::Client::new();
     let mut storefront_sales = 0u32;
     let mut refused_sales = 0u32;
+    let mut refunded = None;
     while started.elapsed() < duration.mul_f64(0.8) {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let sku = &info.products[(storefront_sales as usize) % 5].sku;
         let r = http
             .post(format!("{}/_emulator/storefront/orders", shopify.url()))
-            .json(&json!({"line_items": [{"sku": sku, "quantity": 1, "price": "19.99"}], "location_id": 1}))
+            .json(&json!({
+                "line_items": [{"sku": sku, "quantity": 1, "price": "19.99",
+                                "tax_lines": [{"title": "Sales tax", "rate": "0.15", "price": "3.00"}]}],
+                "location_id": 1,
+                "customer": {"email": format!("shopper{}@example.com", storefront_sales % 7), "first_name": "Shopper"},
+                "shipping_lines": [{"title": "Standard", "price": "4.90"}],
+            }))
             .send()
             .await;
-        match r.map(|r| r.status().as_u16()) {
-            Ok(201) => storefront_sales += 1,
+        match r {
+            Ok(r) if r.status().as_u16() == 201 => {
+                storefront_sales += 1;
+                let order: serde_json::Value = r.json().await.unwrap_or_default();
+                // One customer sends a parcel back: refunded in Shopify, a credit note in Odoo.
+                if refunded.is_none() && storefront_sales == 2 {
+                    let line = order["line_items"][0]["id"].clone();
+                    let id = order["id"].to_string();
+                    let r = http
+                        .post(format!("{}/_emulator/storefront/orders/{id}/refunds", shopify.url()))
+                        .json(&json!({"refund_line_items": [{"line_item_id": line, "quantity": 1, "restock_type": "no_restock"}]}))
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        refunded = Some(id);
+                    }
+                }
+            }
             _ => refused_sales += 1,
         }
     }
@@ -239,12 +304,26 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         admin
             .batch_execute("UPDATE res_currency SET write_date = now() WHERE id = 1")
             .await?;
-        if shared.confirmed.load(Ordering::SeqCst) >= end_lsn.0 && shared.quiet() {
+        // Every storefront order's webhook has arrived and nothing waits in the inbox.
+        let inbox = state
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'pending'), \
+                 count(DISTINCT order_key) FILTER (WHERE topic = 'orders/create') FROM odoo_cdc.inbox",
+                &[],
+            )
+            .await?;
+        let (inbox_open, arrived): (i64, i64) = (inbox.get(0), inbox.get(1));
+        if shared.confirmed.load(Ordering::SeqCst) >= end_lsn.0
+            && shared.quiet()
+            && inbox_open == 0
+            && arrived >= i64::from(storefront_sales)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let caught_up = shared.quiet();
+    let mut ok = caught_up;
 
     // Summary.
     let mut out = std::io::stdout().lock();
@@ -267,6 +346,46 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         out,
         "storefront sales: {storefront_sales} taken, {refused_sales} refused (no stock in Shopify)"
     )?;
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE o.state = 'sale'), \
+             count(DISTINCT o.id) FILTER (WHERE p.state NOT IN ('assigned', 'done', 'cancel')) \
+             FROM sale_order o LEFT JOIN stock_picking p ON p.sale_id = o.id WHERE o.client_order_ref LIKE 'shopify:%'",
+            &[],
+        )
+        .await?;
+    let (in_odoo, short): (i64, i64) = (row.get(0), row.get(1));
+    let (applied, dead_webhooks): (i64, i64) = {
+        let r = state
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'dead') FROM odoo_cdc.inbox",
+                &[],
+            )
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    writeln!(
+        out,
+        "shopify webhooks: {applied} applied to Odoo, {dead_webhooks} dead-lettered; {in_odoo} Shopify orders confirmed in Odoo, \
+         {short} not fully reservable (oversell incidents: Odoo's own sales took the stock first)"
+    )?;
+    ok &= in_odoo == i64::from(storefront_sales);
+    if let Some(id) = &refunded {
+        let credit: Option<String> = admin
+            .query_opt(
+                "SELECT name || ' (' || state || ')' FROM account_move WHERE ref LIKE 'shopify-refund:%' AND invoice_origin IN \
+                 (SELECT name FROM sale_order WHERE client_order_ref = $1)",
+                &[&format!("shopify:{id}")],
+            )
+            .await?
+            .map(|r| r.get(0));
+        writeln!(
+            out,
+            "shopify refund of order {id}: credit note {}",
+            credit.as_deref().unwrap_or("MISSING")
+        )?;
+        ok &= credit.is_some_and(|c| c.ends_with("(posted)"));
+    }
     writeln!(
         out,
         "transactions read from the slot: {}",
@@ -285,8 +404,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
             s.latency.quantile(0.99) * 1000.0
         )?;
     }
-    writeln!(out, "\nShopify vs Odoo for the hot SKUs (WH / location 1):\n| sku | odoo sellable | shopify available | sold in Shopify, not yet in Odoo |\n|---|---:|---:|---:|")?;
-    let mut ok = caught_up;
+    writeln!(out, "\nShopify vs Odoo for the hot SKUs (WH / location 1):\n| sku | odoo sellable | shopify available | sold in Shopify (now Odoo orders) |\n|---|---:|---:|---:|")?;
     let state: serde_json::Value = http
         .get(format!("{}/_emulator/state", shopify.url()))
         .send()
@@ -320,7 +438,15 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
                     .sum()
             })
             .unwrap_or(0);
-        let expected = (sellable.floor().to_string().parse::<i64>().unwrap_or(0) - sold).max(0);
+        // Shopify's sales are Odoo orders now (their reservations are in the sellable
+        // quantity); whatever Odoo reserved beyond its stock is what other channels took.
+        let _ = sold;
+        let expected = sellable
+            .floor()
+            .to_string()
+            .parse::<i64>()
+            .unwrap_or(0)
+            .max(0);
         ok &= available == expected;
         writeln!(
             out,
@@ -390,6 +516,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         say("everything stays up; Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;
     }
+    inbox_stop.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());
     let _ = runner.await;
     Ok(ok)

@@ -20,6 +20,10 @@ use transforms::shopify::{self, Topic};
 use crate::histogram::Histogram;
 use crate::writeback::{Applied, Ctx, Writeback};
 
+/// How long a refund waits for its order's `orders/create` webhook (Shopify retries a
+/// webhook for 4 hours).
+pub const REFUND_WAIT: Duration = Duration::from_secs(4 * 3600);
+
 /// How often the sweep looks for rows nobody was woken for (after a crash).
 pub const SWEEP: Duration = Duration::from_secs(30);
 
@@ -112,14 +116,27 @@ pub async fn apply(db: &Client, wb: &Writeback, row: &Row) -> Outcome {
                 .await;
             match original {
                 Err(e) => return Outcome::Retry(SinkError::transient(format!("inbox: {e}"))),
+                // Shopify does not promise order: the create may still be on its way.
+                Ok(None) if row.age_secs < REFUND_WAIT.as_secs_f64() => {
+                    return Outcome::Retry(SinkError::transient(format!(
+                        "refund {} of order {}: waiting for the order's orders/create webhook",
+                        refund.id, refund.order_id
+                    )))
+                }
                 Ok(None) => {
                     return Outcome::Dead(format!(
-                    "refund {} of order {}: the order's orders/create webhook is not in the inbox",
-                    refund.id, refund.order_id
-                ))
+                        "refund {} of order {}: the order's orders/create webhook never came",
+                        refund.id, refund.order_id
+                    ))
                 }
                 Ok(Some(r)) => {
                     let status: String = r.get(1);
+                    if status == "pending" {
+                        return Outcome::Retry(SinkError::transient(format!(
+                            "refund {} of order {}: the order is not in Odoo yet",
+                            refund.id, refund.order_id
+                        )));
+                    }
                     if status != "done" {
                         return Outcome::Dead(format!(
                             "refund {} of order {}: the order did not reach Odoo ({status})",
@@ -353,7 +370,8 @@ impl Inbox {
         }
     }
 
-    /// Applies a Shopify order's due rows in order; stops at a transient failure.
+    /// Applies a Shopify order's due rows in order (refunds after the order's create and
+    /// cancel, whatever order they arrived in); stops at a transient failure.
     async fn process_key(&self, key: String) {
         // Several instances share the inbox: one of them takes an order at a time.
         let lock = format!("odoo_cdc_inbox:{key}");
@@ -370,7 +388,8 @@ impl Inbox {
             .query(
                 "SELECT id, topic, order_key, payload, attempts, next_attempt_at <= now(), \
                  extract(epoch FROM now() - received_at)::float8 \
-                 FROM odoo_cdc.inbox WHERE order_key = $1 AND status = 'pending' ORDER BY id",
+                 FROM odoo_cdc.inbox WHERE order_key = $1 AND status = 'pending' \
+                 ORDER BY topic = 'refunds/create', id",
                 &[&key],
             )
             .await;

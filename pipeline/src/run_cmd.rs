@@ -138,13 +138,14 @@ pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writ
 }
 
 /// Starts the webhook receiver and the inbox worker; the server stops when the handle drops.
-async fn start_writeback(
+/// Returns where it listens.
+pub async fn start_writeback(
     w: &crate::config::Webhooks,
     o: &crate::config::Odoo,
     source: &SourceConfig,
     shared: &Arc<Shared>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<AbortOnDrop> {
+) -> Result<(std::net::SocketAddr, AbortOnDrop)> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let receiver_stats = Arc::new(crate::webhook::ReceiverStats::default());
     let inbox_stats = Arc::new(crate::inbox::InboxStats::default());
@@ -181,7 +182,7 @@ async fn start_writeback(
             .await
             .with_context(|| format!("webhooks.listen: cannot listen on {}", w.listen))?;
     tracing::info!(%addr, "receiving Shopify webhooks on /webhooks/shopify");
-    Ok(AbortOnDrop(handle))
+    Ok((addr, AbortOnDrop(handle)))
 }
 
 /// Aborts a task when dropped.
@@ -274,7 +275,7 @@ pub async fn run(mut cfg: Config) -> Result<()> {
     let (inbox_stop, _webhook_server) = match (&cfg.webhooks, &cfg.odoo) {
         (Some(w), Some(o)) => {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let server = start_writeback(w, o, &source, &shared, stop.clone()).await?;
+            let (_, server) = start_writeback(w, o, &source, &shared, stop.clone()).await?;
             (Some(stop), Some(server))
         }
         _ => (None, None),

@@ -404,6 +404,8 @@ fn retry_all(n: usize, e: SinkError) -> Vec<Outcome> {
 /// An order whose units the guard holds back.
 struct Held {
     levels: Vec<(String, sinks::shopify::sink::LevelKey, i64)>,
+    /// Lines not held yet (Shopify could not be asked for the item): tried again.
+    unresolved: Vec<(String, Option<String>, i64)>,
     fence: Option<Lsn>,
 }
 
@@ -550,24 +552,14 @@ impl Worker {
                 if self.held.contains_key(&order) || self.released.contains(&order) {
                     return;
                 }
-                let mut levels = Vec::new();
-                for (sku, location, units) in lines {
-                    match sink.order_received(&sku, location.as_deref(), units).await {
-                        Ok(Some(key)) => levels.push((sku, key, units)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(%order, %sku, error = %e, "cannot hold back an order's units")
-                        }
-                    }
-                }
-                tracing::debug!(%order, levels = levels.len(), "holding back a Shopify order's units until Odoo reserves them");
-                self.held.insert(
-                    order,
-                    Held {
-                        levels,
-                        fence: None,
-                    },
-                );
+                let mut held = Held {
+                    levels: Vec::new(),
+                    unresolved: lines,
+                    fence: None,
+                };
+                hold(sink, &order, &mut held).await;
+                tracing::debug!(%order, levels = held.levels.len(), "holding back a Shopify order's units until Odoo reserves them");
+                self.held.insert(order, held);
             }
             GuardNote::Settled { order, fence } => match self.held.get_mut(&order) {
                 Some(h) => h.fence = Some(fence),
@@ -576,6 +568,7 @@ impl Worker {
                         order,
                         Held {
                             levels: Vec::new(),
+                            unresolved: Vec::new(),
                             fence: Some(fence),
                         },
                     );
@@ -590,6 +583,11 @@ impl Worker {
         let SinkHandle::Shopify(sink) = &mut self.sink else {
             return;
         };
+        for (order, held) in self.held.iter_mut() {
+            if !held.unresolved.is_empty() {
+                hold(sink, order, held).await;
+            }
+        }
         let done: Vec<String> = self
             .held
             .iter()
@@ -643,7 +641,10 @@ impl Worker {
             }
         }
         loop {
-            let waiting_fence = self.held.values().any(|h| h.fence.is_some());
+            let waiting_fence = self
+                .held
+                .values()
+                .any(|h| h.fence.is_some() || !h.unresolved.is_empty());
             let first = if self.parked {
                 tokio::select! {
                     item = rx.recv() => item,
@@ -712,6 +713,21 @@ impl Worker {
                 self.stats
                     .delivered_marker
                     .fetch_max(lsn.0, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Holds an order's unresolved lines back in the Shopify sink's guard; lines Shopify cannot
+/// be asked about now stay unresolved (tried again on the next tick).
+async fn hold(sink: &mut ShopifySink, order: &str, held: &mut Held) {
+    for (sku, location, units) in std::mem::take(&mut held.unresolved) {
+        match sink.order_received(&sku, location.as_deref(), units).await {
+            Ok(Some(key)) => held.levels.push((sku, key, units)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%order, %sku, error = %e, "cannot hold back an order's units yet; trying again");
+                held.unresolved.push((sku, location, units));
             }
         }
     }
