@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fixtures::TempCluster;
 
+mod webhooks;
+
 #[derive(Parser)]
 #[command(about = "odoo-cdc benchmarks")]
 struct Cli {
@@ -50,6 +52,15 @@ enum Scenario {
         /// Parallel connections.
         #[arg(long, default_value_t = 4)]
         connections: usize,
+    },
+    /// Shopify webhooks into the receiver and on into Odoo, against plain durable commits.
+    Webhooks {
+        /// Webhooks to send.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
     },
     /// Internal: run a command, then print its wall time and peak RSS (KiB).
     #[command(hide = true)]
@@ -434,6 +445,7 @@ fn main() -> Result<()> {
             base_rate,
             connections,
         } => workload(minutes, base_rate, connections),
+        Scenario::Webhooks { count, concurrency } => webhooks::run(count, concurrency.max(1)),
         Scenario::Measure { argv } => measure_child(&argv),
     }
 }

@@ -198,8 +198,11 @@ async fn receive(
     let inserted = r
         .db
         .query_opt(
+            // One commit: the inbox row, its audit line and the notification.
             "WITH ins AS (INSERT INTO odoo_cdc.inbox (event_id, webhook_id, topic, shop_domain, order_key, payload, triggered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING RETURNING id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING RETURNING id), \
+             aud AS (INSERT INTO odoo_cdc.audit (shopify_id, inbox_id, kind, detail) \
+             SELECT $5, id, 'webhook', $3 || ' event ' || $1 || ' accepted' FROM ins) \
              SELECT id, pg_notify('odoo_cdc_inbox', id::text) FROM ins",
             &[
                 &event_id,
@@ -224,15 +227,7 @@ async fn receive(
             r.wake.notify_one();
             r.stats.accepted.fetch_add(1, Ordering::Relaxed);
             r.stats.latency.observe(started.elapsed().as_secs_f64());
-            crate::state::audit(
-                &r.db,
-                &order_key,
-                Some(id),
-                "webhook",
-                &format!("{} event {event_id} accepted", topic.as_str()),
-                None,
-            )
-            .await;
+            tracing::debug!(inbox = id, %order_key, "webhook committed to the inbox");
             (StatusCode::OK, "accepted")
         }
         Ok(None) => {
