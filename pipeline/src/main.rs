@@ -346,9 +346,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .flatten()
             .collect();
             use std::io::Write;
+            let writeback = match (&cfg.webhooks, &cfg.odoo) {
+                (Some(w), Some(o)) => format!(
+                    ", webhooks on {} written back to {} over {}",
+                    w.listen, o.url, o.protocol
+                ),
+                _ => String::new(),
+            };
             writeln!(
                 stdout,
-                "{}: ok (slot {}, publication {}, sinks: {})",
+                "{}: ok (slot {}, publication {}, sinks: {}{writeback})",
                 config.display(),
                 cfg.source.slot,
                 cfg.source.publication,

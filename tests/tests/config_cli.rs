@@ -11,6 +11,8 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
     let secrets = [
         ("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_x"),
         ("ODOO_CDC_WMS_API_KEY", "k"),
+        ("ODOO_CDC_ODOO_API_KEY", "odoo-key"),
+        ("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", "hush"),
         ("ODOO_CDC_ACCOUNTING_CLIENT_SECRET", "s"),
     ];
     let ok = odoo_cdc_env(&["check-config", "--config", example], &secrets);
@@ -20,8 +22,18 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("sinks: shopify, wms, accounting"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("webhooks on 0.0.0.0:8443 written back to https://erp.example.com over jsonrpc"));
 
-    let missing = odoo_cdc_env(&["check-config", "--config", example], &secrets[..2]);
+    let no_hook_secret: Vec<_> = secrets
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "ODOO_CDC_SHOPIFY_WEBHOOK_SECRET")
+        .collect();
+    let missing = odoo_cdc_env(&["check-config", "--config", example], &no_hook_secret);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("webhooks.secret"));
+
+    let missing = odoo_cdc_env(&["check-config", "--config", example], &secrets[..4]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("sinks.accounting.client_secret"));
 
