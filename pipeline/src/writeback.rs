@@ -410,6 +410,111 @@ impl Writeback {
         order: &Order,
         refund: &Refund,
     ) -> Result<Applied, SinkError> {
+        let credit = self.credit_note(cx, order, refund).await?;
+        let returned = self.return_receipt(cx, order, refund).await?;
+        Ok(match (credit, returned) {
+            (Applied::Done { odoo_id, detail }, Some(r)) => Applied::Done {
+                odoo_id,
+                detail: format!("{detail}; {r}"),
+            },
+            (a, _) => a,
+        })
+    }
+
+    /// Restocked lines (`restock_type = "return"`) of a shipped order come back through
+    /// Odoo's return wizard: a return receipt of the delivery. Once per refund.
+    async fn return_receipt(
+        &self,
+        cx: &Ctx<'_>,
+        order: &Order,
+        refund: &Refund,
+    ) -> Result<Option<String>, SinkError> {
+        let lines = shopify::refund_lines(order, refund).map_err(SinkError::permanent)?;
+        let restocked: Vec<(String, Decimal)> = refund
+            .lines
+            .iter()
+            .filter(|r| r.restock_type == "return")
+            .filter_map(|r| {
+                let (l, q, _) = lines.iter().find(|(l, _, _)| l.id == r.line_item_id)?;
+                Some((l.sku.clone(), *q))
+            })
+            .collect();
+        if restocked.is_empty() {
+            return Ok(None);
+        }
+        let done = cx
+            .db
+            .query_opt(
+                "SELECT odoo_id FROM odoo_cdc.audit WHERE inbox_id = $1 AND kind = 'return' LIMIT 1",
+                &[&cx.inbox_id],
+            )
+            .await
+            .map_err(|e| SinkError::transient(format!("audit: {e}")))?;
+        if let Some(r) = done {
+            let id: Option<i64> = r.get(0);
+            return Ok(Some(format!(
+                "return receipt {} already made",
+                id.unwrap_or(0)
+            )));
+        }
+        let Some((order_odoo_id, _, _)) = self.find_order(cx, &order.id).await? else {
+            return Ok(None);
+        };
+        let Some(delivery) = self
+            .search(
+                cx,
+                "stock.picking",
+                json!([["sale_id", "=", order_odoo_id], ["state", "=", "done"]]),
+            )
+            .await?
+        else {
+            return Ok(Some("not shipped yet: nothing to receive back".to_string()));
+        };
+        let products = self
+            .products(cx, restocked.iter().map(|(s, _)| s.clone()).collect())
+            .await?;
+        let mut moves = Vec::new();
+        for (sku, qty) in &restocked {
+            if let Some(p) = products.get(sku) {
+                moves.push(json!([0, 0, {"product_id": p, "quantity": qty.to_string()}]));
+            }
+        }
+        let wizard = self
+            .create(
+                cx,
+                "stock.return.picking",
+                json!({"picking_id": delivery, "product_return_moves": moves}),
+            )
+            .await?;
+        let action = self
+            .method(cx, "stock.return.picking", "action_create_returns", wizard)
+            .await?;
+        let receipt = as_id(&action["res_id"]);
+        crate::state::audit(
+            cx.db,
+            cx.shopify_id,
+            Some(cx.inbox_id),
+            "return",
+            &format!(
+                "return receipt {} of delivery {delivery}",
+                receipt.unwrap_or(0)
+            ),
+            receipt,
+        )
+        .await;
+        Ok(Some(format!(
+            "return receipt {} for the restocked units",
+            receipt.unwrap_or(0)
+        )))
+    }
+
+    /// The posted credit note of a refund.
+    async fn credit_note(
+        &self,
+        cx: &Ctx<'_>,
+        order: &Order,
+        refund: &Refund,
+    ) -> Result<Applied, SinkError> {
         let reference = shopify::refund_ref(&refund.id);
         if let Some(id) = self
             .search(cx, "account.move", json!([["ref", "=", reference]]))

@@ -22,7 +22,8 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("sinks: shopify, wms, accounting"));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("webhooks on 0.0.0.0:8443 written back to https://erp.example.com over jsonrpc"));
+    assert!(String::from_utf8_lossy(&ok.stdout)
+        .contains("webhooks on 0.0.0.0:8443 written back to https://erp.example.com over jsonrpc"));
 
     let no_hook_secret: Vec<_> = secrets
         .iter()

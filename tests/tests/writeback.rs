@@ -462,7 +462,20 @@ async fn storefront_orders_land_in_odoo_exactly_once_through_every_failure() {
         "sale"
     );
 
-    // A refund: a posted credit note for the refunded unit, once.
+    // The first order ships; then a refund: a posted credit note for the refunded unit, once,
+    // and, as the unit is restocked ("return"), a return receipt of the delivery.
+    let picking_id: i32 = db
+        .sql(&format!(
+            "SELECT id FROM stock_picking WHERE name = '{picking}'"
+        ))
+        .trim()
+        .parse()
+        .unwrap();
+    let mut oc =
+        fixtures::odoo::OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
+    fixtures::odoo::actions::stock::validate_picking(&mut oc, picking_id)
+        .await
+        .unwrap();
     let refund: Value = http
         .post(format!("{}/_emulator/storefront/orders/{order_id}/refunds", shopify.url()))
         .json(&json!({"refund_line_items": [{"line_item_id": placed["line_items"][1]["id"], "quantity": 1, "restock_type": "return"}]}))
@@ -572,6 +585,16 @@ async fn storefront_orders_land_in_odoo_exactly_once_through_every_failure() {
     let nothing = cli(&["dlq", "replay", "--all"]);
     assert!(String::from_utf8_lossy(&nothing.stdout).contains("nothing to replay"));
     assert_eq!(orders_in_odoo("4242"), 1);
+
+    let returned = db.sql(&format!(
+        "SELECT p.state || ':' || pp.default_code || ':' || m.quantity::text FROM stock_picking p JOIN stock_move m ON m.picking_id = p.id \
+         JOIN product_product pp ON pp.id = m.product_id WHERE p.origin = 'Return of {picking}'"
+    ));
+    assert_eq!(
+        returned.trim(),
+        format!("done:{}:1", p1.sku),
+        "return receipt"
+    );
 
     // The audit trail of the first order: webhooks, RPC calls, the outcome, with Odoo's id.
     let out = Command::new(odoo_cdc_bin())
