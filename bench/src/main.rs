@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fixtures::TempCluster;
 
+mod snapshot;
 mod webhooks;
 
 #[derive(Parser)]
@@ -52,6 +53,18 @@ enum Scenario {
         /// Parallel connections.
         #[arg(long, default_value_t = 4)]
         connections: usize,
+    },
+    /// The initial snapshot of a large Odoo-shaped database against COPY of the same tables.
+    Snapshot {
+        /// Stock quants.
+        #[arg(long, default_value_t = 1_000_000)]
+        quants: u64,
+        /// Sale orders.
+        #[arg(long, default_value_t = 200_000)]
+        orders: u64,
+        /// Runs of each (alternating); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Shopify webhooks into the receiver and on into Odoo, against plain durable commits.
     Webhooks {
@@ -445,6 +458,11 @@ fn main() -> Result<()> {
             base_rate,
             connections,
         } => workload(minutes, base_rate, connections),
+        Scenario::Snapshot {
+            quants,
+            orders,
+            runs,
+        } => snapshot::run(quants, orders, runs.max(1)),
         Scenario::Webhooks { count, concurrency } => webhooks::run(count, concurrency.max(1)),
         Scenario::Measure { argv } => measure_child(&argv),
     }
