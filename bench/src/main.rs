@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fixtures::TempCluster;
 
+mod peak;
 mod snapshot;
 mod webhooks;
 
@@ -53,6 +54,19 @@ enum Scenario {
         /// Parallel connections.
         #[arg(long, default_value_t = 4)]
         connections: usize,
+    },
+    /// The peak-season profile in real time through odoo-cdc run into the emulators.
+    Peak {
+        /// Minutes of the profile (real time).
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        /// Normal order rate (orders per second); the peak is 10x.
+        #[arg(long, default_value_t = 1.0)]
+        base_rate: f64,
+        /// Shopify GraphQL points restored per second (the bucket holds 10 s of them); 1,000 is
+        /// Shopify Plus, 50 the standard plan.
+        #[arg(long, default_value_t = 1000.0)]
+        shopify_restore_rate: f64,
     },
     /// The initial snapshot of a large Odoo-shaped database against COPY of the same tables.
     Snapshot {
@@ -458,6 +472,11 @@ fn main() -> Result<()> {
             base_rate,
             connections,
         } => workload(minutes, base_rate, connections),
+        Scenario::Peak {
+            minutes,
+            base_rate,
+            shopify_restore_rate,
+        } => peak::run(minutes, base_rate, shopify_restore_rate),
         Scenario::Snapshot {
             quants,
             orders,

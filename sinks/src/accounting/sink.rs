@@ -22,7 +22,11 @@ pub struct AccountingSink {
     client: AccountingClient,
     account_map: BTreeMap<String, String>,
     mode: Mode,
+    last_batch: Option<std::time::Instant>,
 }
+
+/// Least time between two batch requests: QuickBooks allows 40 a minute per company.
+pub const MIN_BATCH_SPACING: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The outcome of one entry in a batch.
 #[derive(Debug)]
@@ -44,6 +48,7 @@ impl AccountingSink {
             client,
             account_map,
             mode,
+            last_batch: None,
         }
     }
 
@@ -144,6 +149,14 @@ impl AccountingSink {
                         .chars()
                         .take(50)
                         .collect::<String>();
+                    // QuickBooks takes 40 batch requests a minute per company: space them.
+                    if let Some(last) = self.last_batch {
+                        let since = last.elapsed();
+                        if since < MIN_BATCH_SPACING {
+                            tokio::time::sleep(MIN_BATCH_SPACING - since).await;
+                        }
+                    }
+                    self.last_batch = Some(std::time::Instant::now());
                     match self.client.post("batch", &batch_id, &body).await {
                         Err(e) => {
                             let transient = e.is_transient();
