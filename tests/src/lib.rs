@@ -253,3 +253,35 @@ impl TailProcess {
         )
     }
 }
+
+/// A child process killed (and reaped) when the test ends, passing or failing.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `odoo-cdc run` has migrated its state schema and recorded the initial
+/// synchronisation as delivered; false after 30 s.
+pub async fn wait_bootstrapped(db: &Db) -> bool {
+    for _ in 0..300 {
+        if db
+            .sql(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'odoo_cdc' AND tablename = 'kv'",
+            )
+            .trim()
+            == "1"
+            && db
+                .sql("SELECT count(*) FROM odoo_cdc.kv WHERE key LIKE 'bootstrap.%'")
+                .trim()
+                == "1"
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}

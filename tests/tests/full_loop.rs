@@ -4,23 +4,14 @@
 //! Odoo can ship (its recorded history, against the units already sold), every accepted sale
 //! must be reservable in Odoo (no oversell), and at quiescence Shopify equals Odoo.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fixtures::emulator::odoo_rpc::{OdooRpcConfig, OdooRpcEmulator};
 use fixtures::emulator::shopify::{ShopifyConfig as ShopCfg, ShopifyEmulator};
 use fixtures::odoo::{self, SeedConfig};
-use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db};
+use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db, Running};
 use serde_json::json;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const STOCK: i64 = 12;
 

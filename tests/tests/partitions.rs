@@ -8,7 +8,7 @@ use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
 use fixtures::emulator::Faults;
 use fixtures::odoo::actions::sales;
 use fixtures::odoo::{self, OdooClient, SeedConfig};
-use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db};
+use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, wait_bootstrapped, Db};
 use rust_decimal::Decimal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,19 +65,8 @@ async fn a_slow_wms_gets_pickings_in_parallel_and_each_pickings_events_in_order(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let bootstrapped = async {
-        for _ in 0..300 {
-            if db.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'odoo_cdc' AND tablename = 'kv'").trim() == "1"
-                && db.sql("SELECT count(*) FROM odoo_cdc.kv WHERE key LIKE 'bootstrap.%'").trim() == "1"
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
     assert!(
-        bootstrapped.await,
+        wait_bootstrapped(&db).await,
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );

@@ -4,7 +4,7 @@
 //! outage and a SIGKILL between the 200 and the RPC call; bad input writes nothing; the Odoo
 //! order then flows through CDC to a WMS fulfillment order.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fixtures::emulator::odoo_rpc::{OdooRpcConfig, OdooRpcEmulator};
@@ -13,7 +13,7 @@ use fixtures::emulator::signing::sign;
 use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
 use fixtures::emulator::{Faults, Outage};
 use fixtures::odoo::{self, SeedConfig};
-use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db};
+use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db, Running};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -26,16 +26,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Kills the child if the test fails half-way.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn start(config: &std::path::Path, log: &std::path::Path) -> Running {
