@@ -505,7 +505,9 @@ impl Worker {
             self.parked = false;
             return;
         };
-        loop {
+        // A bounded turn: live events keep being parked between turns.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(500) {
             let parked = match crate::state::parked(&state, self.sink.name(), 100).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -623,6 +625,7 @@ impl Worker {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
+        let mut last_drain = Instant::now();
         if matches!(self.sink, SinkHandle::Shopify(_)) {
             self.guard_rx = self.shared.guard.take();
             if let Some(state) = self.shared.state.clone() {
@@ -645,11 +648,17 @@ impl Worker {
                 .held
                 .values()
                 .any(|h| h.fence.is_some() || !h.unresolved.is_empty());
+            if self.parked && last_drain.elapsed() >= Duration::from_secs(1) {
+                // Parked but busy: the outbox still gets its turns.
+                self.drain().await;
+                last_drain = Instant::now();
+            }
             let first = if self.parked {
                 tokio::select! {
                     item = rx.recv() => item,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {
                         self.drain().await;
+                        last_drain = Instant::now();
                         continue;
                     }
                 }
@@ -706,6 +715,15 @@ impl Worker {
                         }
                         remember(&mut self.released, o);
                     }
+                }
+            }
+            // A sink that keeps up too slowly holds the slot like one that is down: once the
+            // oldest waiting event is max_hold old, the backlog goes to the outbox so the
+            // slot (and the other sinks, behind the shared reader) move on.
+            if let (false, true, Some((_, t))) = (self.parked, self.can_park(), events.first()) {
+                if t.elapsed() >= self.max_hold {
+                    tracing::warn!(sink = self.sink.name(), behind = ?t.elapsed(), "sink is more than max_hold behind; parking its backlog in the outbox");
+                    self.parked = true;
                 }
             }
             self.handle(events).await;

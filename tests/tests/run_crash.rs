@@ -181,7 +181,8 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         .query(
             "SELECT p.default_code, w.code, coalesce(sum(q.quantity - q.reserved_quantity), 0) FROM product_product p \
              CROSS JOIN stock_warehouse w LEFT JOIN stock_location l ON l.warehouse_id = w.id AND l.usage = 'internal' \
-             LEFT JOIN stock_quant q ON q.product_id = p.id AND q.location_id = l.id GROUP BY 1, 2",
+             LEFT JOIN stock_quant q ON q.product_id = p.id AND q.location_id = l.id \
+             JOIN product_template t ON t.id = p.product_tmpl_id WHERE t.type <> 'service' GROUP BY 1, 2",
             &[],
         )
         .await
