@@ -163,7 +163,8 @@ pub struct Shared {
     /// newest keepalive `wal_end` between transactions): fences past the last commit are
     /// passed by it.
     pub read_through: AtomicU64,
-    /// Since when (Unix microseconds) read work has been waiting to be confirmed; 0 when caught up.
+    /// When (Unix microseconds) the oldest transaction read but not yet confirmed was read; 0
+    /// when everything read is confirmed.
     pub behind_since_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
     pub state: Option<Arc<tokio_postgres::Client>>,
@@ -907,6 +908,9 @@ pub async fn run(
             .await?;
             decoder.reset_session();
             let mut collector = TxnCollector::default();
+            // (commit end, when it was read) of transactions not confirmed yet.
+            let mut unconfirmed: std::collections::VecDeque<(Lsn, u64)> =
+                std::collections::VecDeque::new();
             loop {
                 let batch = stream.next_batch().await?;
                 for (lsn, data) in batch.iter() {
@@ -919,6 +923,12 @@ pub async fn run(
                     let events = transformer.apply(&txn);
                     dispatch(&workers, events, end).await;
                     shared.read.store(end.0, Ordering::SeqCst);
+                    unconfirmed.push_back((
+                        end,
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(1, |d| d.as_micros() as u64),
+                    ));
                     shared.transactions.fetch_add(1, Ordering::Relaxed);
                 }
                 if !stream.in_transaction() {
@@ -955,14 +965,14 @@ pub async fn run(
                 shared
                     .server_wal
                     .fetch_max(stream.progress().received.0, Ordering::SeqCst);
-                if confirm >= read {
-                    shared.behind_since_us.store(0, Ordering::SeqCst);
-                } else if shared.behind_since_us.load(Ordering::SeqCst) == 0 {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(1, |d| d.as_micros() as u64);
-                    shared.behind_since_us.store(now, Ordering::SeqCst);
+                // Lag in seconds: how long the oldest unconfirmed transaction has waited.
+                while unconfirmed.front().is_some_and(|(end, _)| *end <= confirm) {
+                    unconfirmed.pop_front();
                 }
+                shared.behind_since_us.store(
+                    unconfirmed.front().map_or(0, |(_, at)| *at),
+                    Ordering::SeqCst,
+                );
                 if stopping || stream.is_ended() {
                     stream.close().await?;
                     return Ok::<(), ReplError>(());

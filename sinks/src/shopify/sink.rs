@@ -91,6 +91,9 @@ pub struct ShopifySink {
     pub guard: Guard,
     /// Levels whose hold changed: their target is written again on the next delivery.
     recheck: std::collections::BTreeSet<(String, String)>,
+    /// This sink instance (process start), and its write attempts: part of every idempotency key.
+    instance: u64,
+    attempts: u64,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -114,6 +117,11 @@ impl ShopifySink {
             sellable: BTreeMap::new(),
             guard: Guard::default(),
             recheck: std::collections::BTreeSet::new(),
+            instance: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64)
+                ^ u64::from(std::process::id()),
+            attempts: 0,
         })
     }
 
@@ -374,7 +382,16 @@ impl ShopifySink {
                 return Ok(());
             }
             let input = json!({"name": "available", "reason": "correction", "referenceDocumentUri": "odoo-cdc://inventory", "quantities": quantities});
-            let key = format!("odoo-cdc-{:016x}", fnv(&input.to_string()));
+            // One key per attempt: a transport retry of this request replays Shopify's answer,
+            // while a later write that happens to carry the same quantities (a hot SKU set to 0
+            // from 1 again) is a new request, not the replay of an old, possibly stale, answer.
+            self.attempts += 1;
+            let key = format!(
+                "odoo-cdc-{:016x}-{}-{}",
+                fnv(&input.to_string()),
+                self.instance,
+                self.attempts
+            );
             // mutation 10 + payload 1 + group 1 + userErrors 1
             self.client.pace(13.0).await;
             let data = self
