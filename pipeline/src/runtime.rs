@@ -311,6 +311,19 @@ impl SinkHandle {
         }
     }
 
+    /// Events handed to one delivery: a few seconds of work at most, so a sink that falls
+    /// behind is noticed between slices.
+    fn slice(&self, partitions: usize) -> usize {
+        match self {
+            // One call carries up to 250 quantities.
+            SinkHandle::Shopify(_) => 1000,
+            // Two batch calls of 30 (QuickBooks spaces them 1.5 s apart).
+            SinkHandle::Accounting(sink) if sink.is_batch() => 60,
+            SinkHandle::Accounting(_) => 16,
+            SinkHandle::Wms(_) => partitions.max(1) * 4,
+        }
+    }
+
     /// Delivers events; one outcome per event, in the order given. Events of one key are
     /// delivered in order; a transient failure leaves that key's remaining events for a retry.
     async fn deliver(&mut self, events: &[Sourced], partitions: usize) -> Vec<Outcome> {
@@ -718,16 +731,21 @@ impl Worker {
                     }
                 }
             }
-            // A sink that keeps up too slowly holds the slot like one that is down: once the
-            // oldest waiting event is max_hold old, the backlog goes to the outbox so the
-            // slot (and the other sinks, behind the shared reader) move on.
-            if let (false, true, Some((_, t))) = (self.parked, self.can_park(), events.first()) {
-                if t.elapsed() >= self.max_hold {
-                    tracing::warn!(sink = self.sink.name(), behind = ?t.elapsed(), "sink is more than max_hold behind; parking its backlog in the outbox");
-                    self.parked = true;
+            // Delivered a slice at a time. A sink that keeps up too slowly holds the slot like
+            // one that is down: once the oldest waiting event is max_hold old, the backlog goes
+            // to the outbox so the slot (and the other sinks, behind the shared reader) move on.
+            let slice = self.sink.slice(self.partitions);
+            while !events.is_empty() {
+                let rest = events.split_off(slice.min(events.len()));
+                if let (false, true, Some((_, t))) = (self.parked, self.can_park(), events.first())
+                {
+                    if t.elapsed() >= self.max_hold {
+                        tracing::warn!(sink = self.sink.name(), behind = ?t.elapsed(), "sink is more than max_hold behind; parking its backlog in the outbox");
+                        self.parked = true;
+                    }
                 }
+                self.handle(std::mem::replace(&mut events, rest)).await;
             }
-            self.handle(events).await;
             if let Some(lsn) = marker {
                 self.stats
                     .delivered_marker

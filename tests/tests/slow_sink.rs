@@ -68,9 +68,9 @@ async fn a_slow_sink_parks_its_backlog_and_the_slot_moves_on() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    // The WMS now answers in 400 ms: one picking at a time, 16 take over 6 s.
+    // The WMS now answers in 1.5 s: one picking at a time, 16 take 24 s.
     wms.core().set_faults(Faults {
-        latency_ms: 400,
+        latency_ms: 1500,
         ..Faults::default()
     });
     let mut ready = Vec::new();
@@ -135,7 +135,7 @@ async fn a_slow_sink_parks_its_backlog_and_the_slot_moves_on() {
 
     // The outbox drains: every ready picking reaches the WMS, once.
     let mut all = false;
-    for _ in 0..300 {
+    for _ in 0..600 {
         if ready.iter().all(|r| wms.orders().contains_key(r)) {
             all = true;
             break;
