@@ -604,26 +604,38 @@ impl Worker {
                 hold(sink, order, held).await;
             }
         }
-        let done: Vec<String> = self
+        if !self.release_through(pos) {
+            return;
+        }
+        let SinkHandle::Shopify(sink) = &mut self.sink else {
+            return;
+        };
+        if let Err(e) = sink.deliver(&[]).await {
+            tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
+        }
+    }
+
+    /// Stops holding the orders whose fence is at or below `pos` (their levels are written
+    /// again with the next delivery); whether any was released.
+    fn release_through(&mut self, pos: Lsn) -> bool {
+        let SinkHandle::Shopify(sink) = &mut self.sink else {
+            return false;
+        };
+        let due: Vec<String> = self
             .held
             .iter()
             .filter(|(_, h)| h.fence.is_some_and(|f| f <= pos))
             .map(|(o, _)| o.clone())
             .collect();
-        if done.is_empty() {
-            return;
-        }
-        for o in done {
-            if let Some(h) = self.held.remove(&o) {
+        for o in &due {
+            if let Some(h) = self.held.remove(o) {
                 for (sku, key, units) in &h.levels {
                     sink.reservation_visible(sku, key, *units);
                 }
             }
-            remember(&mut self.released, o);
+            remember(&mut self.released, o.clone());
         }
-        if let Err(e) = sink.deliver(&[]).await {
-            tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
-        }
+        !due.is_empty()
     }
 
     /// The position up to which this worker has seen everything read.
@@ -714,22 +726,7 @@ impl Worker {
             // Orders whose fence falls inside this batch stop being held before its targets
             // are computed: their reservation is in the batch's sellable quantities.
             if let Some(lsn) = marker {
-                if let (false, SinkHandle::Shopify(sink)) = (self.held.is_empty(), &mut self.sink) {
-                    let due: Vec<String> = self
-                        .held
-                        .iter()
-                        .filter(|(_, h)| h.fence.is_some_and(|f| f <= lsn))
-                        .map(|(o, _)| o.clone())
-                        .collect();
-                    for o in due {
-                        if let Some(h) = self.held.remove(&o) {
-                            for (sku, key, units) in &h.levels {
-                                sink.reservation_visible(sku, key, *units);
-                            }
-                        }
-                        remember(&mut self.released, o);
-                    }
-                }
+                self.release_through(lsn);
             }
             // Delivered a slice at a time. A sink that keeps up too slowly holds the slot like
             // one that is down: once the oldest waiting event is max_hold old, the backlog goes
