@@ -285,3 +285,68 @@ pub async fn wait_bootstrapped(db: &Db) -> bool {
     }
     false
 }
+
+/// A fixture Odoo database with `products` products (up to 50 units each in stock) and 3
+/// customers, its tables published as `odoo_cdc`; a client to write to it.
+pub async fn seeded_and_published(
+    db: &Db,
+    products: usize,
+) -> (fixtures::odoo::OdooClient, fixtures::odoo::SeedInfo) {
+    let c = fixtures::odoo::OdooClient::new(
+        db.cluster.superuser_client("odoo").await.expect("connect"),
+    );
+    let info = fixtures::odoo::create(
+        &c,
+        &fixtures::odoo::SeedConfig {
+            products,
+            customers: 3,
+            max_opening_qty: 50,
+            ..fixtures::odoo::SeedConfig::default()
+        },
+    )
+    .await
+    .expect("seed");
+    c.batch_execute(&format!(
+        "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
+        cdc::slot::ODOO_TABLES.join(", ")
+    ))
+    .await
+    .expect("publication");
+    (c, info)
+}
+
+/// Sells one unit of product `i` from the first warehouse and confirms the order: the order
+/// id, its delivery's name, and whether the delivery is ready (`assigned`).
+pub async fn sell_one(
+    c: &mut fixtures::odoo::OdooClient,
+    info: &fixtures::odoo::SeedInfo,
+    i: usize,
+) -> (i32, String, bool) {
+    use fixtures::odoo::actions::sales;
+    let p = &info.products[i];
+    let q = sales::Quotation {
+        partner_id: info.customers[i % info.customers.len()],
+        warehouse_id: info.warehouses[0].id,
+        lines: vec![sales::LineInput {
+            product_id: p.id,
+            name: p.sku.clone(),
+            qty: rust_decimal::Decimal::ONE,
+            price_unit: p.list_price,
+            discount: rust_decimal::Decimal::ZERO,
+            taxed: true,
+        }],
+        client_order_ref: None,
+    };
+    let o = sales::create_quotation(c, info, &q)
+        .await
+        .expect("quotation");
+    let picking = sales::confirm(c, info, o).await.expect("confirm");
+    let row = c
+        .query_one(
+            "SELECT name, state FROM stock_picking WHERE id = $1",
+            &[&picking],
+        )
+        .await
+        .expect("picking");
+    (o, row.get(0), row.get::<_, String>(1) == "assigned")
+}

@@ -8,32 +8,14 @@ use std::time::Duration;
 use fixtures::emulator::shopify::{ShopifyConfig as ShopCfg, ShopifyEmulator};
 use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
 use fixtures::emulator::{Faults, Outage};
-use fixtures::odoo::actions::sales;
-use fixtures::odoo::{self, OdooClient, SeedConfig};
-use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, wait_bootstrapped, Db};
-use rust_decimal::Decimal;
+use odoo_cdc_tests::{
+    odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, wait_bootstrapped, Db,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
     let db = Db::start();
-    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
-    let info = odoo::create(
-        &c,
-        &SeedConfig {
-            products: 10,
-            customers: 3,
-            max_opening_qty: 50,
-            ..SeedConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.batch_execute(&format!(
-        "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
-        cdc::slot::ODOO_TABLES.join(", ")
-    ))
-    .await
-    .unwrap();
+    let (mut c, info) = seeded_and_published(&db, 10).await;
     let shopify = ShopifyEmulator::start(ShopCfg::default(), 0).await.unwrap();
     for p in &info.products {
         shopify.add_item(&p.sku, &[(1, 0), (2, 0)]);
@@ -88,38 +70,13 @@ async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
         }],
         ..Faults::default()
     });
-    let mut names = Vec::new();
+    let mut ready = Vec::new();
     for i in 0..3 {
-        let p = &info.products[i];
-        let q = sales::Quotation {
-            partner_id: info.customers[0],
-            warehouse_id: info.warehouses[0].id,
-            lines: vec![sales::LineInput {
-                product_id: p.id,
-                name: p.sku.clone(),
-                qty: Decimal::ONE,
-                price_unit: p.list_price,
-                discount: Decimal::ZERO,
-                taxed: true,
-            }],
-            client_order_ref: None,
-        };
-        let o = sales::create_quotation(&mut c, &info, &q).await.unwrap();
-        let picking = sales::confirm(&mut c, &info, o).await.unwrap();
-        names.push(
-            c.query_one(
-                "SELECT name, state FROM stock_picking WHERE id = $1",
-                &[&picking],
-            )
-            .await
-            .unwrap(),
-        );
+        let (_, name, is_ready) = sell_one(&mut c, &info, i).await;
+        if is_ready {
+            ready.push(name);
+        }
     }
-    let ready: Vec<String> = names
-        .iter()
-        .filter(|r| r.get::<_, String>(1) == "assigned")
-        .map(|r| r.get(0))
-        .collect();
     assert!(!ready.is_empty());
     c.batch_execute("UPDATE res_currency SET write_date = now()")
         .await

@@ -7,31 +7,14 @@ use std::time::Duration;
 use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
 use fixtures::emulator::Faults;
 use fixtures::odoo::actions::sales;
-use fixtures::odoo::{self, OdooClient, SeedConfig};
-use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, wait_bootstrapped, Db};
-use rust_decimal::Decimal;
+use odoo_cdc_tests::{
+    odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, wait_bootstrapped, Db,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_wms_gets_pickings_in_parallel_and_each_pickings_events_in_order() {
     let db = Db::start();
-    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
-    let info = odoo::create(
-        &c,
-        &SeedConfig {
-            products: 12,
-            customers: 3,
-            max_opening_qty: 50,
-            ..SeedConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.batch_execute(&format!(
-        "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
-        cdc::slot::ODOO_TABLES.join(", ")
-    ))
-    .await
-    .unwrap();
+    let (mut c, info) = seeded_and_published(&db, 12).await;
     let wms = WmsEmulator::start(
         WmsCfg {
             ship_delay: Duration::from_secs(3600),
@@ -74,33 +57,11 @@ async fn a_slow_wms_gets_pickings_in_parallel_and_each_pickings_events_in_order(
     // Twelve orders become ready deliveries; every third is cancelled right after.
     let mut ready = Vec::new();
     let mut cancelled = Vec::new();
-    for (i, p) in info.products.iter().enumerate().take(12) {
-        let q = sales::Quotation {
-            partner_id: info.customers[i % info.customers.len()],
-            warehouse_id: info.warehouses[0].id,
-            lines: vec![sales::LineInput {
-                product_id: p.id,
-                name: p.sku.clone(),
-                qty: Decimal::ONE,
-                price_unit: p.list_price,
-                discount: Decimal::ZERO,
-                taxed: true,
-            }],
-            client_order_ref: None,
-        };
-        let o = sales::create_quotation(&mut c, &info, &q).await.unwrap();
-        let picking = sales::confirm(&mut c, &info, o).await.unwrap();
-        let row = c
-            .query_one(
-                "SELECT name, state FROM stock_picking WHERE id = $1",
-                &[&picking],
-            )
-            .await
-            .unwrap();
-        if row.get::<_, String>(1) != "assigned" {
+    for i in 0..12 {
+        let (o, name, is_ready) = sell_one(&mut c, &info, i).await;
+        if !is_ready {
             continue;
         }
-        let name: String = row.get(0);
         if i % 3 == 0 {
             sales::cancel(&mut c, o).await.unwrap();
             cancelled.push(name.clone());

@@ -7,32 +7,14 @@ use std::time::Duration;
 
 use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
 use fixtures::emulator::Faults;
-use fixtures::odoo::actions::sales;
-use fixtures::odoo::{self, OdooClient, SeedConfig};
-use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, wait_bootstrapped, Db, Running};
-use rust_decimal::Decimal;
+use odoo_cdc_tests::{
+    odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, wait_bootstrapped, Db, Running,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_sink_parks_its_backlog_and_the_slot_moves_on() {
     let db = Db::start();
-    let mut c = OdooClient::new(db.cluster.superuser_client("odoo").await.unwrap());
-    let info = odoo::create(
-        &c,
-        &SeedConfig {
-            products: 16,
-            customers: 3,
-            max_opening_qty: 50,
-            ..SeedConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.batch_execute(&format!(
-        "CREATE PUBLICATION odoo_cdc FOR TABLE {}",
-        cdc::slot::ODOO_TABLES.join(", ")
-    ))
-    .await
-    .unwrap();
+    let (mut c, info) = seeded_and_published(&db, 16).await;
     let wms = WmsEmulator::start(
         WmsCfg {
             ship_delay: Duration::from_secs(3600),
@@ -74,31 +56,10 @@ async fn a_slow_sink_parks_its_backlog_and_the_slot_moves_on() {
         ..Faults::default()
     });
     let mut ready = Vec::new();
-    for (i, p) in info.products.iter().enumerate() {
-        let q = sales::Quotation {
-            partner_id: info.customers[i % info.customers.len()],
-            warehouse_id: info.warehouses[0].id,
-            lines: vec![sales::LineInput {
-                product_id: p.id,
-                name: p.sku.clone(),
-                qty: Decimal::ONE,
-                price_unit: p.list_price,
-                discount: Decimal::ZERO,
-                taxed: true,
-            }],
-            client_order_ref: None,
-        };
-        let o = sales::create_quotation(&mut c, &info, &q).await.unwrap();
-        let picking = sales::confirm(&mut c, &info, o).await.unwrap();
-        let row = c
-            .query_one(
-                "SELECT name, state FROM stock_picking WHERE id = $1",
-                &[&picking],
-            )
-            .await
-            .unwrap();
-        if row.get::<_, String>(1) == "assigned" {
-            ready.push(row.get::<_, String>(0));
+    for i in 0..info.products.len() {
+        let (_, name, is_ready) = sell_one(&mut c, &info, i).await;
+        if is_ready {
+            ready.push(name);
         }
     }
     assert!(ready.len() >= 8, "only {} ready", ready.len());
