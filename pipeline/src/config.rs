@@ -230,6 +230,14 @@ pub struct Shopify {
     /// Per-SKU safety stock.
     #[serde(default)]
     pub safety_stock_by_sku: BTreeMap<String, i64>,
+    /// Shortest time between two inventory writes, in milliseconds (changes arriving within
+    /// it go together in the next write; 0 writes each change as it comes).
+    #[serde(default = "default_write_interval")]
+    pub write_interval_ms: u64,
+}
+
+fn default_write_interval() -> u64 {
+    sinks::shopify::DEFAULT_WRITE_INTERVAL.as_millis() as u64
 }
 
 /// WMS sink.
@@ -466,6 +474,12 @@ impl Config {
             if s.safety_stock < 0 {
                 return Err(err("sinks.shopify.safety_stock", "must not be negative"));
             }
+            if s.write_interval_ms > 10_000 {
+                return Err(err(
+                    "sinks.shopify.write_interval_ms",
+                    "must be at most 10000 (inventory would lag Odoo by that much)",
+                ));
+            }
         }
         if let Some(w) = &self.sinks.wms {
             check_url("sinks.wms.base_url", &w.base_url)?;
@@ -587,6 +601,17 @@ account_map = { "121000" = "84", "400000" = "79" }
         assert_eq!(
             bad.validate().unwrap_err().field,
             "sinks.accounting.batch_size"
+        );
+        let mut bad = c.clone();
+        bad.sinks.shopify.as_mut().unwrap().write_interval_ms = 60_000;
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "sinks.shopify.write_interval_ms"
+        );
+        assert_eq!(
+            c.sinks.shopify.as_ref().unwrap().write_interval_ms,
+            250,
+            "the default write interval"
         );
         let mut bad = c;
         bad.source.url = "not a url at all ::".into();

@@ -311,6 +311,14 @@ impl SinkHandle {
         }
     }
 
+    /// Shortest time between two deliveries.
+    fn write_interval(&self) -> Duration {
+        match self {
+            SinkHandle::Shopify(sink) => sink.write_interval(),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Events handed to one delivery: a few seconds of work at most, so a sink that falls
     /// behind is noticed between slices.
     fn slice(&self, partitions: usize) -> usize {
@@ -435,6 +443,8 @@ struct Worker {
     partitions: usize,
     parked: bool,
     stuck_since: Option<Instant>,
+    /// When the sink last delivered (the Shopify sink's write interval counts from it).
+    last_delivery: Option<Instant>,
 }
 
 impl Worker {
@@ -705,6 +715,14 @@ impl Worker {
                 }
             };
             let Some(first) = first else { return };
+            // A sink with a write interval lets the changes of the interval gather first: the
+            // newest quantity per level goes out in one call instead of one call per change.
+            if let (Some(last), false) = (self.last_delivery, self.parked) {
+                let wait = self.sink.write_interval().saturating_sub(last.elapsed());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             let mut items = vec![first];
             while let Ok(more) = rx.try_recv() {
                 items.push(more);
@@ -742,6 +760,7 @@ impl Worker {
                     }
                 }
                 self.handle(std::mem::replace(&mut events, rest)).await;
+                self.last_delivery = Some(Instant::now());
             }
             if let Some(lsn) = marker {
                 self.stats
@@ -817,6 +836,7 @@ fn spawn_workers(
                 partitions,
                 parked: false,
                 stuck_since: None,
+                last_delivery: None,
             };
             tokio::spawn(worker.run(rx));
             (name, tx, stats)

@@ -21,6 +21,7 @@ fn cfg(emu: &ShopifyEmulator) -> ShopifyConfig {
         safety_stock: 0,
         safety_stock_by_sku: BTreeMap::new(),
         timeout: Duration::from_secs(5),
+        write_interval: Duration::ZERO,
     }
 }
 

@@ -23,7 +23,14 @@ pub struct ShopifyConfig {
     pub safety_stock_by_sku: BTreeMap<String, i64>,
     /// Request timeout.
     pub timeout: Duration,
+    /// Shortest time between two inventory writes: the first change after a quiet spell goes
+    /// out at once, and the changes arriving within the interval after a write go together in
+    /// the next one (newest quantity per level). Zero writes every change as it comes.
+    pub write_interval: Duration,
 }
+
+/// Default [`ShopifyConfig::write_interval`].
+pub const DEFAULT_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for ShopifyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,6 +39,7 @@ impl std::fmt::Debug for ShopifyConfig {
             .field("access_token", &"***")
             .field("location_map", &self.location_map)
             .field("safety_stock", &self.safety_stock)
+            .field("write_interval", &self.write_interval)
             .finish()
     }
 }

@@ -125,6 +125,11 @@ impl ShopifySink {
         })
     }
 
+    /// Shortest time between two inventory writes.
+    pub fn write_interval(&self) -> std::time::Duration {
+        self.cfg.write_interval
+    }
+
     /// Whether this sink wants the event.
     pub fn wants(event: &RetailEvent) -> bool {
         matches!(event, RetailEvent::SellableChanged { .. })
