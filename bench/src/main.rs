@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use fixtures::TempCluster;
 
 mod peak;
+mod rig;
+mod saturate;
 mod snapshot;
 mod webhooks;
 
@@ -67,6 +69,25 @@ enum Scenario {
         /// Shopify Plus, 50 the standard plan.
         #[arg(long, default_value_t = 1000.0)]
         shopify_restore_rate: f64,
+        /// The Shopify sink's write interval (`sinks.shopify.write_interval_ms`).
+        #[arg(long, default_value_t = 250)]
+        shopify_write_interval_ms: u64,
+    },
+    /// Raise the order rate until the pipeline falls behind; then odoo-cdc's own capacity
+    /// (every limit lifted) against its reader alone.
+    Saturate {
+        /// Orders per second of the first step; each step doubles it.
+        #[arg(long, default_value_t = 2.0)]
+        base_rate: f64,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 20)]
+        step_secs: u64,
+        /// Most steps.
+        #[arg(long, default_value_t = 7)]
+        max_steps: usize,
+        /// Simulated seconds of the capacity backlog (20 orders/s, written as fast as possible).
+        #[arg(long, default_value_t = 120)]
+        backlog_secs: u64,
     },
     /// The initial snapshot of a large Odoo-shaped database against COPY of the same tables.
     Snapshot {
@@ -168,13 +189,12 @@ fn odoo_cdc_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("bin dir")?;
     let bin = dir.join("odoo-cdc");
-    if !bin.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"])
-            .status()?;
-        if !status.success() || !bin.exists() {
-            bail!("build odoo-cdc first: cargo build --release -p pipeline");
-        }
+    // Built every time (a no-op when fresh): a stale binary would measure old code.
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"])
+        .status();
+    if !status.is_ok_and(|s| s.success()) && !bin.exists() {
+        bail!("build odoo-cdc first: cargo build --release -p pipeline");
     }
     Ok(bin)
 }
@@ -476,7 +496,24 @@ fn main() -> Result<()> {
             minutes,
             base_rate,
             shopify_restore_rate,
-        } => peak::run(minutes, base_rate, shopify_restore_rate),
+            shopify_write_interval_ms,
+        } => peak::run(
+            minutes,
+            base_rate,
+            shopify_restore_rate,
+            shopify_write_interval_ms,
+        ),
+        Scenario::Saturate {
+            base_rate,
+            step_secs,
+            max_steps,
+            backlog_secs,
+        } => saturate::run(
+            base_rate,
+            step_secs.max(5),
+            max_steps.max(1),
+            backlog_secs.max(10),
+        ),
         Scenario::Snapshot {
             quants,
             orders,

@@ -234,6 +234,14 @@ pub struct Shopify {
     /// it go together in the next write; 0 writes each change as it comes).
     #[serde(default = "default_write_interval")]
     pub write_interval_ms: u64,
+    /// A change lowering a level to at most this many units goes out at once, whatever the
+    /// write interval (near sell-out a wait could oversell).
+    #[serde(default = "default_urgent_below")]
+    pub urgent_below: i64,
+}
+
+fn default_urgent_below() -> i64 {
+    sinks::shopify::DEFAULT_URGENT_BELOW
 }
 
 fn default_write_interval() -> u64 {

@@ -155,6 +155,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         safety_stock_by_sku: BTreeMap::new(),
         timeout: Duration::from_secs(5),
         write_interval: sinks::shopify::DEFAULT_WRITE_INTERVAL,
+        urgent_below: sinks::shopify::DEFAULT_URGENT_BELOW,
     })?;
     let wms_sink = sinks::wms::WmsSink::new(sinks::wms::WmsClient::new(sinks::wms::WmsConfig {
         base_url: wms.url(),

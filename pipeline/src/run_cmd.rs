@@ -53,6 +53,7 @@ pub async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> R
                 safety_stock_by_sku: s.safety_stock_by_sku.clone(),
                 timeout,
                 write_interval: Duration::from_millis(s.write_interval_ms),
+                urgent_below: s.urgent_below,
             },
         )?),
         None => None,

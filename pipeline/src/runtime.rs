@@ -311,6 +311,14 @@ impl SinkHandle {
         }
     }
 
+    /// Whether an item must go out without waiting for the write interval.
+    fn is_urgent(&self, item: &Item) -> bool {
+        match (self, item) {
+            (SinkHandle::Shopify(sink), Item::Event(s, _)) => sink.is_urgent(&s.event),
+            _ => false,
+        }
+    }
+
     /// Shortest time between two deliveries.
     fn write_interval(&self) -> Duration {
         match self {
@@ -617,12 +625,34 @@ impl Worker {
         if !self.release_through(pos) {
             return;
         }
+        if self.recheck_wait() == Some(Duration::ZERO) {
+            self.write_rechecks().await;
+        }
+    }
+
+    /// How long until levels waiting to be written again may go (the write interval counts
+    /// from the last delivery); None when none wait.
+    fn recheck_wait(&self) -> Option<Duration> {
+        let SinkHandle::Shopify(sink) = &self.sink else {
+            return None;
+        };
+        if !sink.has_recheck() {
+            return None;
+        }
+        Some(self.last_delivery.map_or(Duration::ZERO, |last| {
+            sink.write_interval().saturating_sub(last.elapsed())
+        }))
+    }
+
+    /// Writes the levels whose hold changed.
+    async fn write_rechecks(&mut self) {
         let SinkHandle::Shopify(sink) = &mut self.sink else {
             return;
         };
         if let Err(e) = sink.deliver(&[]).await {
             tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
         }
+        self.last_delivery = Some(Instant::now());
     }
 
     /// Stops holding the orders whose fence is at or below `pos` (their levels are written
@@ -699,8 +729,13 @@ impl Worker {
                     }
                 }
             } else {
+                let recheck = self.recheck_wait();
                 tokio::select! {
                     item = rx.recv() => item,
+                    () = tokio::time::sleep(recheck.unwrap_or_default()), if recheck.is_some() => {
+                        self.write_rechecks().await;
+                        continue;
+                    }
                     Some(note) = next_note(&mut self.guard_rx) => {
                         self.note(note).await;
                         let pos = self.seen(&rx);
@@ -715,19 +750,31 @@ impl Worker {
                 }
             };
             let Some(first) = first else { return };
-            // A sink with a write interval lets the changes of the interval gather first: the
-            // newest quantity per level goes out in one call instead of one call per change.
-            if let (Some(last), false) = (self.last_delivery, self.parked) {
-                let wait = self.sink.write_interval().saturating_sub(last.elapsed());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-            }
+            let mut urgent = self.sink.is_urgent(&first);
             let mut items = vec![first];
             while let Ok(more) = rx.try_recv() {
+                urgent |= self.sink.is_urgent(&more);
                 items.push(more);
                 if items.len() >= 1000 {
                     break;
+                }
+            }
+            // A sink with a write interval lets the changes of the interval gather first (the
+            // newest quantity per level goes out in one call instead of one call per change),
+            // unless one of them is urgent.
+            if let (Some(last), false) = (self.last_delivery, self.parked) {
+                let deadline = tokio::time::Instant::from_std(last + self.sink.write_interval());
+                while !urgent && items.len() < 1000 {
+                    tokio::select! {
+                        more = rx.recv() => match more {
+                            Some(more) => {
+                                urgent |= self.sink.is_urgent(&more);
+                                items.push(more);
+                            }
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
                 }
             }
             // Everything taken goes out together (parallel across keys, even across

@@ -22,6 +22,7 @@ fn cfg(emu: &ShopifyEmulator) -> ShopifyConfig {
         safety_stock_by_sku: BTreeMap::new(),
         timeout: Duration::from_secs(5),
         write_interval: Duration::ZERO,
+        urgent_below: 10,
     }
 }
 

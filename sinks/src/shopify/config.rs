@@ -27,7 +27,14 @@ pub struct ShopifyConfig {
     /// out at once, and the changes arriving within the interval after a write go together in
     /// the next one (newest quantity per level). Zero writes every change as it comes.
     pub write_interval: Duration,
+    /// A change that lowers a level to at most this many units goes out at once, whatever the
+    /// write interval: near sell-out, every moment Shopify shows units Odoo no longer has is a
+    /// chance to oversell; higher up, a short wait cannot.
+    pub urgent_below: i64,
 }
+
+/// Default [`ShopifyConfig::urgent_below`].
+pub const DEFAULT_URGENT_BELOW: i64 = 10;
 
 /// Default [`ShopifyConfig::write_interval`].
 pub const DEFAULT_WRITE_INTERVAL: Duration = Duration::from_millis(250);
@@ -40,6 +47,7 @@ impl std::fmt::Debug for ShopifyConfig {
             .field("location_map", &self.location_map)
             .field("safety_stock", &self.safety_stock)
             .field("write_interval", &self.write_interval)
+            .field("urgent_below", &self.urgent_below)
             .finish()
     }
 }

@@ -5,5 +5,5 @@ pub mod config;
 pub mod sink;
 
 pub use client::ShopifyClient;
-pub use config::{ShopifyConfig, DEFAULT_WRITE_INTERVAL};
+pub use config::{ShopifyConfig, DEFAULT_URGENT_BELOW, DEFAULT_WRITE_INTERVAL};
 pub use sink::{Guard, LevelKey, Report, ShopifySink};

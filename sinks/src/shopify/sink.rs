@@ -130,6 +130,35 @@ impl ShopifySink {
         self.cfg.write_interval
     }
 
+    /// Whether a change must go out without waiting for the write interval: it lowers a level
+    /// Shopify shows to `urgent_below` units or fewer (or the level is not known yet).
+    pub fn is_urgent(&self, event: &RetailEvent) -> bool {
+        let RetailEvent::SellableChanged {
+            sku,
+            warehouse,
+            qty,
+        } = event
+        else {
+            return false;
+        };
+        let (Some(loc), Some(item)) = (self.cfg.location_map.get(warehouse), self.items.get(sku))
+        else {
+            return false;
+        };
+        let key = (item.clone(), loc.clone());
+        let Some(shown) = self.last_known.get(&key).copied() else {
+            return false;
+        };
+        let target =
+            (qty.floor().to_i64().unwrap_or(0) - self.guard.hold(&key) - self.safety(sku)).max(0);
+        target < shown && target <= self.cfg.urgent_below
+    }
+
+    /// Whether levels wait to be written again (their hold changed).
+    pub fn has_recheck(&self) -> bool {
+        !self.recheck.is_empty()
+    }
+
     /// Whether this sink wants the event.
     pub fn wants(event: &RetailEvent) -> bool {
         matches!(event, RetailEvent::SellableChanged { .. })
