@@ -413,10 +413,22 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
         "big_txn_tail_peak_rss_kib": big_rss.map(|b| b.0),
         "command": cmd,
     });
-    let dir = PathBuf::from("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("decode.json"), serde_json::to_vec_pretty(&json)?)?;
-    Ok(())
+    let run_no: Vec<f64> = (1..=tail_secs.len()).map(|r| r as f64).collect();
+    let rate = |secs: &[f64]| {
+        secs.iter()
+            .map(|s| total_rows as f64 / s)
+            .collect::<Vec<f64>>()
+    };
+    let chart = rig::svg(
+        "decode: rows/s per run, pg_recvlogical and odoo-cdc tail",
+        "runs",
+        &run_no,
+        &[
+            ("pg_recvlogical rows/s", "gray", rate(&recv_secs)),
+            ("tail rows/s", "steelblue", rate(&tail_secs)),
+        ],
+    );
+    rig::write_results("decode", &json, &chart)
 }
 
 fn workload(minutes: u64, base_rate: f64, connections: usize) -> Result<()> {
@@ -470,12 +482,18 @@ fn workload(minutes: u64, base_rate: f64, connections: usize) -> Result<()> {
         "rows_per_table": report.rows_per_table,
         "command": cmd,
     });
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write(
-        "target/bench/workload.json",
-        serde_json::to_vec_pretty(&json)?,
-    )?;
-    Ok(())
+    let names: Vec<String> = report.rows_per_table.keys().cloned().collect();
+    let chart = rig::svg(
+        &format!("workload: row changes per table ({})", names.join(", ")),
+        "tables",
+        &(1..=names.len()).map(|i| i as f64).collect::<Vec<f64>>(),
+        &[(
+            "row changes",
+            "steelblue",
+            report.rows_per_table.values().map(|v| *v as f64).collect(),
+        )],
+    );
+    rig::write_results("workload", &json, &chart)
 }
 
 fn main() -> Result<()> {

@@ -3,11 +3,10 @@
 //! /dev/null) against `COPY ... TO STDOUT` of the same tables into /dev/null by `psql`, the
 //! floor of reading the rows at all. Alternating runs, median of several.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use fixtures::TempCluster;
 
+use crate::rig::{svg, write_results};
 use crate::{measure, median, odoo_cdc_bin, psql};
 
 /// Runs the scenario.
@@ -174,8 +173,16 @@ pub fn run(quants: u64, orders: u64, runs: usize) -> Result<()> {
         "tail_peak_rss_kib": tail_rss,
         "command": cmd,
     });
-    let dir = PathBuf::from("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("snapshot.json"), serde_json::to_vec_pretty(&json)?)?;
-    Ok(())
+    let runs: Vec<f64> = (1..=copy_secs.len()).map(|r| r as f64).collect();
+    let rate = |secs: &[f64]| secs.iter().map(|s| total as f64 / s).collect::<Vec<f64>>();
+    let chart = svg(
+        "snapshot: rows/s per run, COPY and odoo-cdc tail --snapshot",
+        "runs",
+        &runs,
+        &[
+            ("COPY rows/s", "gray", rate(&copy_secs)),
+            ("tail --snapshot rows/s", "steelblue", rate(&tail_secs)),
+        ],
+    );
+    write_results("snapshot", &json, &chart)
 }

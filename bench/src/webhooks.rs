@@ -15,6 +15,8 @@ use pipeline::config::{Odoo, Secret, Webhooks, DEFAULT_MAX_BODY_BYTES, DEFAULT_S
 use pipeline::runtime::Shared;
 use serde_json::json;
 
+use crate::rig::{svg, write_results};
+
 const SHOP: &str = "bench.myshopify.com";
 const SECRET: &str = "bench-secret";
 
@@ -147,7 +149,7 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
                         .await?;
                     let status = resp.status();
                     let _ = resp.bytes().await;
-                    latencies.push(t0.elapsed().as_secs_f64());
+                    latencies.push((t0.elapsed().as_secs_f64(), started.elapsed().as_secs_f64()));
                     if !status.is_success() {
                         anyhow::bail!("webhook answered {status}");
                     }
@@ -155,12 +157,16 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
                 Ok(latencies)
             }));
         }
-        let mut latencies = Vec::with_capacity(count);
+        let mut answers = Vec::with_capacity(count);
         for t in tasks {
-            latencies.extend(t.await??);
+            answers.extend(t.await??);
         }
         let accept_secs = started.elapsed().as_secs_f64();
+        let mut latencies: Vec<f64> = answers.iter().map(|(l, _)| *l).collect();
         latencies.sort_by(f64::total_cmp);
+        // Over time, a sample every 100 ms: webhooks accepted and orders applied so far.
+        let mut series: Vec<(f64, f64, f64)> = Vec::new();
+        let accepted_by = |t: f64| answers.iter().filter(|(_, at)| *at <= t).count() as f64;
         // Applied to Odoo: until every row is done.
         let deadline = Instant::now() + Duration::from_secs(900);
         loop {
@@ -168,6 +174,8 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
                 .query_one("SELECT count(*) FROM odoo_cdc.inbox WHERE status <> 'pending'", &[])
                 .await?
                 .get(0);
+            let t = started.elapsed().as_secs_f64();
+            series.push((t, accepted_by(t), done as f64));
             if done as usize >= count || Instant::now() > deadline {
                 break;
             }
@@ -221,8 +229,28 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
             "orders_in_odoo": orders,
             "command": cmd,
         });
-        std::fs::create_dir_all("target/bench")?;
-        std::fs::write("target/bench/webhooks.json", serde_json::to_vec_pretty(&out)?)?;
+        let t: Vec<f64> = series.iter().map(|s| s.0).collect();
+        let per_sec = |pick: fn(&(f64, f64, f64)) -> f64| -> Vec<f64> {
+            series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match i.checked_sub(1).and_then(|j| series.get(j)) {
+                    Some(prev) => (pick(s) - pick(prev)) / (s.0 - prev.0).max(1e-3),
+                    None => pick(s) / s.0.max(1e-3),
+                })
+                .collect()
+        };
+        let chart = svg(
+            "webhooks: accepted/s, applied to Odoo/s, inbox backlog",
+            "s",
+            &t,
+            &[
+                ("accepted/s", "steelblue", per_sec(|s| s.1)),
+                ("applied/s", "seagreen", per_sec(|s| s.2)),
+                ("inbox backlog", "crimson", series.iter().map(|s| s.1 - s.2).collect()),
+            ],
+        );
+        write_results("webhooks", &out, &chart)?;
         Ok::<(), anyhow::Error>(())
     })
     .context("webhooks scenario")

@@ -99,7 +99,7 @@ async fn copy_published(
                     columns
                         .iter()
                         .cloned()
-                        .zip(values.iter().cloned())
+                        .zip(values.iter().map(|v| v.map(str::to_string)))
                         .collect(),
                 ),
                 old: None,

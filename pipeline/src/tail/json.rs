@@ -159,36 +159,49 @@ pub fn write_truncate(
     out.write_all(b",\"new\":null,\"old\":null,\"unchanged_toast\":[]}\n")
 }
 
-/// Writes one row of the initial snapshot: `"op":"snapshot"`, `lsn` and `commit_lsn` the slot's
-/// consistent point, `xid` and `commit_time` null.
-pub fn write_snapshot_row(
-    out: &mut impl Write,
-    schema: &str,
-    table: &str,
-    columns: &[String],
-    values: &[Option<String>],
-    consistent_point: Lsn,
-) -> io::Result<()> {
-    out.write_all(b"{\"op\":\"snapshot\",\"schema\":")?;
-    write_str(out, schema.as_bytes())?;
-    out.write_all(b",\"table\":")?;
-    write_str(out, table.as_bytes())?;
-    write!(
-        out,
-        ",\"lsn\":\"{consistent_point}\",\"commit_lsn\":\"{consistent_point}\",\"xid\":null,\"commit_time\":null,\"new\":{{"
-    )?;
-    for (i, (name, value)) in columns.iter().zip(values).enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        write_str(out, name.as_bytes())?;
-        out.write_all(b":")?;
-        match value {
-            None => out.write_all(b"null")?,
-            Some(v) => write_str(out, v.as_bytes())?,
-        }
+/// Writes the rows of one table's snapshot as JSON lines (`"op":"snapshot"`, at the slot's
+/// consistent point); the parts every row shares are escaped once.
+pub struct SnapshotRows {
+    prefix: Vec<u8>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl SnapshotRows {
+    /// For the rows of `schema.table` with these columns.
+    pub fn new(schema: &str, table: &str, columns: &[String], consistent_point: Lsn) -> Self {
+        let mut prefix = b"{\"op\":\"snapshot\",\"schema\":".to_vec();
+        let _ = write_str(&mut prefix, schema.as_bytes());
+        prefix.extend_from_slice(b",\"table\":");
+        let _ = write_str(&mut prefix, table.as_bytes());
+        let _ = write!(
+            prefix,
+            ",\"lsn\":\"{consistent_point}\",\"commit_lsn\":\"{consistent_point}\",\"xid\":null,\"commit_time\":null,\"new\":{{"
+        );
+        let keys = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut k = if i > 0 { b",".to_vec() } else { Vec::new() };
+                let _ = write_str(&mut k, c.as_bytes());
+                k.push(b':');
+                k
+            })
+            .collect();
+        Self { prefix, keys }
     }
-    out.write_all(b"},\"old\":null,\"unchanged_toast\":[]}\n")
+
+    /// Writes one row.
+    pub fn write(&self, out: &mut impl Write, values: &cdc::snapshot::CopyRow) -> io::Result<()> {
+        out.write_all(&self.prefix)?;
+        for (key, value) in self.keys.iter().zip(values.iter()) {
+            out.write_all(key)?;
+            match value {
+                None => out.write_all(b"null")?,
+                Some(v) => write_str(out, v.as_bytes())?,
+            }
+        }
+        out.write_all(b"},\"old\":null,\"unchanged_toast\":[]}\n")
+    }
 }
 
 #[cfg(test)]

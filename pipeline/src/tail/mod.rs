@@ -260,16 +260,9 @@ async fn snapshot<W: Write>(
     let tables = cdc::snapshot::published_columns(&client, &opts.publication).await?;
     for (i, (schema, table, columns)) in tables.iter().enumerate() {
         let started = std::time::Instant::now();
+        let writer = json::SnapshotRows::new(schema, table, columns, exported.consistent_point);
         let rows = cdc::snapshot::copy_table(&client, schema, table, columns, |values| {
-            json::write_snapshot_row(
-                out,
-                schema,
-                table,
-                columns,
-                values,
-                exported.consistent_point,
-            )
-            .map_err(ReplError::Io)
+            writer.write(out, values).map_err(ReplError::Io)
         })
         .await?;
         tracing::info!(table = %format!("{schema}.{table}"), rows, progress = %format!("{}/{}", i + 1, tables.len()), secs = started.elapsed().as_secs_f64(), "snapshot table copied");
