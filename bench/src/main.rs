@@ -82,8 +82,8 @@ enum Scenario {
         /// Seconds per step.
         #[arg(long, default_value_t = 20)]
         step_secs: u64,
-        /// Most steps.
-        #[arg(long, default_value_t = 7)]
+        /// Most steps (0: only the capacity part).
+        #[arg(long, default_value_t = 8)]
         max_steps: usize,
         /// Simulated seconds of the capacity backlog (20 orders/s, written as fast as possible).
         #[arg(long, default_value_t = 120)]
@@ -189,9 +189,20 @@ fn odoo_cdc_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("bin dir")?;
     let bin = dir.join("odoo-cdc");
-    // Built every time (a no-op when fresh): a stale binary would measure old code.
+    // Built every time (a no-op when fresh): a stale binary would measure old code. Built
+    // together with the bench package, so dependency features resolve as they did for this
+    // binary and nothing is compiled twice.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "pipeline",
+            "-p",
+            "bench",
+            "--bin",
+            "odoo-cdc",
+        ])
         .status();
     if !status.is_ok_and(|s| s.success()) && !bin.exists() {
         bail!("build odoo-cdc first: cargo build --release -p pipeline");
@@ -526,12 +537,7 @@ fn main() -> Result<()> {
             step_secs,
             max_steps,
             backlog_secs,
-        } => saturate::run(
-            base_rate,
-            step_secs.max(5),
-            max_steps.max(1),
-            backlog_secs.max(10),
-        ),
+        } => saturate::run(base_rate, step_secs.max(5), max_steps, backlog_secs.max(10)),
         Scenario::Snapshot {
             quants,
             orders,

@@ -37,6 +37,7 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
             wms_latency_ms: 40,
             accounting_latency_ms: 60,
             accounting_limits: true,
+            max_hold_secs: None,
         },
     )?;
     let pid = rig.start_cdc()?;

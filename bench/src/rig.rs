@@ -155,6 +155,8 @@ pub struct RigOptions {
     pub accounting_latency_ms: u64,
     /// QuickBooks' throttles (off: limits so high they never bite).
     pub accounting_limits: bool,
+    /// `runtime.max_hold_secs` (None: odoo-cdc's default).
+    pub max_hold_secs: Option<u64>,
 }
 
 /// The running rig. Needs the Tokio runtime it was started with to be entered.
@@ -276,22 +278,24 @@ impl Rig {
         } else {
             String::new()
         };
-        // QuickBooks' batch endpoint when its limits apply (40 batches a minute go further);
-        // one entry a request when they are lifted (odoo-cdc's own cost is measured).
+        // QuickBooks' batch endpoint, spaced to its 40 batches a minute when its limits apply,
+        // unspaced when they are lifted (odoo-cdc's own cost is measured).
         let mode = if opts.accounting_limits {
             "mode = \"batch\"\nflush_interval_ms = 1000\n"
         } else {
-            "mode = \"realtime\"\n"
+            "mode = \"batch\"\nflush_interval_ms = 100\nbatches_per_minute = 1000000\n"
         };
         std::fs::write(
             &config,
             format!(
-                "[source]\nurl = \"{}\"\n\n[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n{webhooks}\
+                "[source]\nurl = \"{}\"\n\n[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{webhooks}\
                  [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {} }}\nwrite_interval_ms = {}\n\n\
                  [sinks.wms]\nbase_url = \"{}\"\n\n\
                  [sinks.accounting]\nbase_url = \"{}\"\nrealm_id = \"{}\"\nclient_id = \"{}\"\n{mode}\
                  account_map = {{ \"121000\" = \"84\", \"400000\" = \"79\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n",
                 cluster.url(),
+                opts.max_hold_secs
+                    .map_or_else(String::new, |s| format!("max_hold_secs = {s}\n")),
                 shopify.graphql_url(),
                 locations.join(", "),
                 opts.write_interval_ms,

@@ -285,6 +285,10 @@ pub struct Accounting {
     /// Longest wait for a partial batch.
     #[serde(default = "default_flush_interval")]
     pub flush_interval_ms: u64,
+    /// Batch requests a minute the service allows (QuickBooks: 40 per company); batches are
+    /// spaced to stay under it.
+    #[serde(default = "default_batches_per_minute")]
+    pub batches_per_minute: u32,
     /// Odoo account code -> accounting account id.
     pub account_map: BTreeMap<String, String>,
 }
@@ -297,6 +301,9 @@ fn default_batch_size() -> usize {
 }
 fn default_flush_interval() -> u64 {
     DEFAULT_FLUSH_INTERVAL_MS
+}
+fn default_batches_per_minute() -> u32 {
+    sinks::accounting::BATCHES_PER_MINUTE
 }
 
 /// A configuration error naming the field.
@@ -513,6 +520,12 @@ impl Config {
                 return Err(err(
                     "sinks.accounting.batch_size",
                     "1 to 30 (the batch endpoint's limit)",
+                ));
+            }
+            if a.batches_per_minute == 0 {
+                return Err(err(
+                    "sinks.accounting.batches_per_minute",
+                    "must be at least 1",
                 ));
             }
             if a.account_map.is_empty() {

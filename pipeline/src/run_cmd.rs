@@ -87,6 +87,7 @@ pub async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> R
                 sinks::accounting::Mode::Batch {
                     size: a.batch_size,
                     interval: Duration::from_millis(a.flush_interval_ms),
+                    spacing: Duration::from_secs(60) / a.batches_per_minute.max(1),
                 }
             } else {
                 sinks::accounting::Mode::RealTime

@@ -200,6 +200,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
         Mode::Batch {
             size: 30,
             interval: Duration::from_secs(5),
+            spacing: Duration::from_millis(1500),
         },
     );
     let before = emu.core().requests().len();

@@ -19,6 +19,8 @@ pub enum Mode {
         size: usize,
         /// Longest wait before a partial batch goes out.
         interval: Duration,
+        /// Least time between two batch requests (QuickBooks: 40 a minute per company, 1.5 s).
+        spacing: Duration,
     },
 }
 

@@ -25,8 +25,8 @@ pub struct AccountingSink {
     last_batch: Option<std::time::Instant>,
 }
 
-/// Least time between two batch requests: QuickBooks allows 40 a minute per company.
-pub const MIN_BATCH_SPACING: std::time::Duration = std::time::Duration::from_millis(1500);
+/// QuickBooks' batch requests a minute per company.
+pub const BATCHES_PER_MINUTE: u32 = 40;
 
 /// The outcome of one entry in a batch.
 #[derive(Debug)]
@@ -150,10 +150,11 @@ impl AccountingSink {
                         .take(50)
                         .collect::<String>();
                     // QuickBooks takes 40 batch requests a minute per company: space them.
-                    if let Some(last) = self.last_batch {
-                        let since = last.elapsed();
-                        if since < MIN_BATCH_SPACING {
-                            tokio::time::sleep(MIN_BATCH_SPACING - since).await;
+                    if let (Some(last), Mode::Batch { spacing, .. }) = (self.last_batch, self.mode)
+                    {
+                        let wait = spacing.saturating_sub(last.elapsed());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
                         }
                     }
                     self.last_batch = Some(std::time::Instant::now());
