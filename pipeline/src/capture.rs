@@ -4,7 +4,7 @@
 use cdc::decoder::{Event, EventHandler, RowChange as CdcChange};
 use cdc::pgoutput::{Column, OldTuple, TupleData};
 use cdc::{Lsn, ReplError};
-use transforms::{Op, Row, RowChange, Transaction};
+use transforms::{OdooVersion, Op, Row, RowChange, Transaction, Transformer};
 
 fn to_row(tuple: &TupleData<'_>, columns: &[cdc::decoder::ColumnInfo], keys_only: bool) -> Row {
     tuple
@@ -78,21 +78,18 @@ impl EventHandler for TxnCollector {
     }
 }
 
-/// Copies every published table in the client's current transaction into one transaction of
-/// `Op::Snapshot` changes at `lsn`.
+/// Copies every published table in the client's current transaction, one `Op::Snapshot`
+/// change at a time; the number of rows.
 async fn copy_published(
     client: &tokio_postgres::Client,
     publication: &str,
-    lsn: Lsn,
-) -> Result<Transaction, ReplError> {
+    mut each: impl FnMut(RowChange),
+) -> Result<u64, ReplError> {
     let tables = cdc::snapshot::published_columns(client, publication).await?;
-    let mut txn = Transaction {
-        commit_lsn: lsn.0,
-        changes: Vec::new(),
-    };
+    let mut rows = 0;
     for (schema, table, columns) in &tables {
-        cdc::snapshot::copy_table(client, schema, table, columns, |values| {
-            txn.changes.push(RowChange {
+        rows += cdc::snapshot::copy_table(client, schema, table, columns, |values| {
+            each(RowChange {
                 table: table.clone(),
                 op: Op::Snapshot,
                 new: Some(
@@ -108,33 +105,86 @@ async fn copy_published(
         })
         .await?;
     }
-    Ok(txn)
+    Ok(rows)
 }
 
-/// Creates the slot with an exported snapshot and reads every published row as one
-/// transaction of `Op::Snapshot` changes (commit LSN = the consistent point); streaming then
-/// starts at that point.
-pub async fn snapshot(
+/// A snapshot of the published tables taken into a transformer's state, row by row as it was
+/// read (memory holds the state the transforms keep, never the tables); nothing is emitted
+/// until the runtime finishes it as the initial synchronisation or as a restore.
+pub struct Loaded {
+    /// The transformer holding the snapshot's state.
+    pub transformer: Transformer,
+    /// Rows read.
+    pub rows: u64,
+    /// The snapshot's position: the slot's consistent point, or for a restore a WAL position
+    /// at or after every commit the snapshot sees.
+    pub lsn: Lsn,
+}
+
+/// Creates the slot with an exported snapshot and hands every published row, as read, to
+/// `each`; the rows read and the consistent point.
+async fn exported(
     cfg: &cdc::SourceConfig,
     slot: &str,
     publication: &str,
-) -> Result<(Transaction, Lsn), ReplError> {
+    each: impl FnMut(RowChange),
+) -> Result<(u64, Lsn), ReplError> {
     let mut conn = cdc::conn::ReplicationConnection::connect(cfg).await?;
     let exported = cdc::snapshot::create_slot_with_snapshot(&mut conn, slot).await?;
     let client = cfg.sql_client().await?;
     cdc::snapshot::begin_in_snapshot(&client, &exported.snapshot_name).await?;
-    let txn = copy_published(&client, publication, exported.consistent_point).await?;
+    let rows = copy_published(&client, publication, each).await?;
     client.batch_execute("COMMIT").await?;
+    // The exporting connection stays open until the copy is done.
     drop(conn);
-    Ok((txn, exported.consistent_point))
+    Ok((rows, exported.consistent_point))
 }
 
-/// Reads every published row in one repeatable-read snapshot, for a restart with an existing
-/// slot; returns the rows and a WAL position at or after every commit they include.
+/// Creates the slot with an exported snapshot and reads every published row into a new
+/// transformer; streaming then starts at the consistent point.
+pub async fn snapshot(
+    cfg: &cdc::SourceConfig,
+    slot: &str,
+    publication: &str,
+    version: OdooVersion,
+) -> Result<Loaded, ReplError> {
+    let mut transformer = Transformer::new(version);
+    let (rows, lsn) = exported(cfg, slot, publication, |c| {
+        transformer.apply_snapshot_row(&c)
+    })
+    .await?;
+    Ok(Loaded {
+        transformer,
+        rows,
+        lsn,
+    })
+}
+
+/// The rows of [`snapshot`] as one transaction of `Op::Snapshot` changes at the consistent
+/// point, for a caller that wants the rows themselves (the whole snapshot is in memory).
+pub async fn snapshot_rows(
+    cfg: &cdc::SourceConfig,
+    slot: &str,
+    publication: &str,
+) -> Result<(Transaction, Lsn), ReplError> {
+    let mut changes = Vec::new();
+    let (_, lsn) = exported(cfg, slot, publication, |c| changes.push(c)).await?;
+    Ok((
+        Transaction {
+            commit_lsn: lsn.0,
+            changes,
+        },
+        lsn,
+    ))
+}
+
+/// Reads every published row in one repeatable-read snapshot into a new transformer, for a
+/// restart with an existing slot.
 pub async fn restore_snapshot(
     cfg: &cdc::SourceConfig,
     publication: &str,
-) -> Result<(Transaction, Lsn), ReplError> {
+    version: OdooVersion,
+) -> Result<Loaded, ReplError> {
     let client = cfg.sql_client().await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -148,7 +198,12 @@ pub async fn restore_snapshot(
     let lsn: Lsn = lsn
         .parse()
         .map_err(|e| ReplError::Protocol(format!("{e}")))?;
-    let txn = copy_published(&client, publication, lsn).await?;
+    let mut transformer = Transformer::new(version);
+    let rows = copy_published(&client, publication, |c| transformer.apply_snapshot_row(&c)).await?;
     client.batch_execute("COMMIT").await?;
-    Ok((txn, lsn))
+    Ok(Loaded {
+        transformer,
+        rows,
+        lsn,
+    })
 }

@@ -190,11 +190,16 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
     );
 
     say("creating the slot with an exported snapshot and reading the published tables");
-    let snapshot = crate::capture::snapshot(&source, "odoo_cdc", "odoo_cdc").await?;
+    let snapshot = crate::capture::snapshot(
+        &source,
+        "odoo_cdc",
+        "odoo_cdc",
+        transforms::OdooVersion::V18,
+    )
+    .await?;
     say(&format!(
         "snapshot: {} rows at {}",
-        snapshot.0.changes.len(),
-        snapshot.1
+        snapshot.rows, snapshot.lsn
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {

@@ -242,7 +242,9 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         );
         (
             None,
-            Some(crate::capture::restore_snapshot(&source, &cfg.source.publication).await?),
+            Some(
+                crate::capture::restore_snapshot(&source, &cfg.source.publication, version).await?,
+            ),
         )
     } else if cfg.source.managed {
         bail!(
@@ -253,8 +255,13 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         tracing::info!(slot = %cfg.source.slot, "creating the slot with an initial snapshot");
         (
             Some(
-                crate::capture::snapshot(&source, &cfg.source.slot, &cfg.source.publication)
-                    .await?,
+                crate::capture::snapshot(
+                    &source,
+                    &cfg.source.slot,
+                    &cfg.source.publication,
+                    version,
+                )
+                .await?,
             ),
             None,
         )

@@ -28,7 +28,7 @@ use sinks::shopify::ShopifySink;
 use sinks::wms::WmsSink;
 use sinks::SinkError;
 use tokio::sync::mpsc;
-use transforms::{RetailEvent, Sourced, Transaction, Transformer};
+use transforms::{RetailEvent, Sourced, Transformer};
 
 use crate::capture::TxnCollector;
 
@@ -908,10 +908,10 @@ pub struct RunOptions {
     pub slot: String,
     /// Publication.
     pub publication: String,
-    /// The initial snapshot (already taken with the slot's creation) and its consistent point.
-    pub snapshot: Option<(Transaction, Lsn)>,
-    /// After a restart: a snapshot of the tables and its position, to rebuild the state.
-    pub restore: Option<(Transaction, Lsn)>,
+    /// The initial snapshot (already taken with the slot's creation, at its consistent point).
+    pub snapshot: Option<crate::capture::Loaded>,
+    /// After a restart: a snapshot of the tables, to rebuild the state.
+    pub restore: Option<crate::capture::Loaded>,
     /// The restore snapshot must also redo the initial synchronisation (the previous run died
     /// before its snapshot was delivered).
     pub restore_is_initial: bool,
@@ -953,17 +953,19 @@ pub async fn run(
     }
     let mut transformer = Transformer::new(opts.odoo_version);
     let mut start = Lsn::ZERO;
-    if let Some((snap, point)) = &opts.snapshot {
-        let events = transformer.initial(snap, None);
-        dispatch(&workers, events, *point).await;
-        start = *point;
+    if let Some(loaded) = opts.snapshot {
+        transformer = loaded.transformer;
+        let events = transformer.finish_initial(loaded.lsn.0, None);
+        dispatch(&workers, events, loaded.lsn).await;
+        start = loaded.lsn;
     }
-    if let Some((snap, point)) = &opts.restore {
+    if let Some(loaded) = opts.restore {
+        transformer = loaded.transformer;
         if opts.restore_is_initial {
-            let events = transformer.initial(snap, Some(point.0));
-            dispatch(&workers, events, *point).await;
+            let events = transformer.finish_initial(loaded.lsn.0, Some(loaded.lsn.0));
+            dispatch(&workers, events, loaded.lsn).await;
         } else {
-            transformer.restore(snap, point.0);
+            transformer.finish_restore(loaded.lsn.0);
         }
     }
     let mut bootstrap_key = opts.bootstrap_key.clone();

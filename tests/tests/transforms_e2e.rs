@@ -44,7 +44,7 @@ async fn fixture_odoo_through_the_slot_into_retail_events() {
     .unwrap();
 
     let cfg = SourceConfig::from_str(&db.url()).unwrap();
-    let (snap, consistent) = capture::snapshot(&cfg, "odoo_cdc", "odoo_cdc")
+    let (snap, consistent) = capture::snapshot_rows(&cfg, "odoo_cdc", "odoo_cdc")
         .await
         .unwrap();
     let mut t = Transformer::new(OdooVersion::V18);

@@ -51,10 +51,32 @@ impl Transformer {
     /// redone after a crash), transactions before it are treated as a replay.
     pub fn initial(&mut self, snapshot: &Transaction, replay_until: Option<u64>) -> Vec<Sourced> {
         for c in &snapshot.changes {
-            self.inventory.apply(c);
-            self.fulfillment.apply(c);
-            self.accounting.apply(c);
+            self.apply_snapshot_row(c);
         }
+        self.finish_initial(snapshot.commit_lsn, replay_until)
+    }
+
+    /// Rebuilds the state from a snapshot taken at `snapshot_lsn` (after the slot's confirmed
+    /// position), without emitting anything; transactions committed before `snapshot_lsn` are
+    /// then treated as a replay.
+    pub fn restore(&mut self, snapshot: &Transaction, snapshot_lsn: u64) {
+        for c in &snapshot.changes {
+            self.apply_snapshot_row(c);
+        }
+        self.finish_restore(snapshot_lsn);
+    }
+
+    /// Takes one row of a snapshot into the state as it is read (the snapshot is never held
+    /// whole in memory); [`Self::finish_initial`] or [`Self::finish_restore`] ends it.
+    pub fn apply_snapshot_row(&mut self, c: &RowChange) {
+        self.inventory.apply(c);
+        self.fulfillment.apply(c);
+        self.accounting.apply(c);
+    }
+
+    /// Ends a snapshot read with [`Self::apply_snapshot_row`] as the initial synchronisation
+    /// (see [`Self::initial`]); its events carry `commit_lsn`.
+    pub fn finish_initial(&mut self, commit_lsn: u64, replay_until: Option<u64>) -> Vec<Sourced> {
         let mut events = self.inventory.finish();
         events.extend(self.fulfillment.finish());
         self.accounting.finish_quietly();
@@ -63,20 +85,14 @@ impl Transformer {
             .into_iter()
             .map(|event| Sourced {
                 event,
-                source_commit_lsn: snapshot.commit_lsn,
+                source_commit_lsn: commit_lsn,
             })
             .collect()
     }
 
-    /// Rebuilds the state from a snapshot taken at `snapshot_lsn` (after the slot's confirmed
-    /// position), without emitting anything; transactions committed before `snapshot_lsn` are
-    /// then treated as a replay.
-    pub fn restore(&mut self, snapshot: &Transaction, snapshot_lsn: u64) {
-        for c in &snapshot.changes {
-            self.inventory.apply(c);
-            self.fulfillment.apply(c);
-            self.accounting.apply(c);
-        }
+    /// Ends a snapshot read with [`Self::apply_snapshot_row`] as a restore (see
+    /// [`Self::restore`]).
+    pub fn finish_restore(&mut self, snapshot_lsn: u64) {
         self.inventory.finish();
         self.fulfillment.finish_quietly();
         self.accounting.finish_quietly();
