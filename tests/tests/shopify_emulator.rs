@@ -320,3 +320,33 @@ async fn storefront_sells_never_below_zero_and_tells_by_signed_webhooks() {
         .collect();
     assert_eq!(history, vec![3, 1, 3]);
 }
+
+#[tokio::test]
+async fn inventory_items_are_searched_by_sku_terms_joined_by_or() {
+    let emu = ShopifyEmulator::start(ShopifyConfig::default(), 0)
+        .await
+        .unwrap();
+    let a = emu.add_item("A-1", &[(1, 0)]);
+    let b = emu.add_item("B 2", &[(1, 0)]);
+    emu.add_item("C-3", &[(1, 0)]);
+    let q = "query R($q: String!) { inventoryItems(first: 10, query: $q) { nodes { id sku } } }";
+    let (_, body) = gql(&emu, q, json!({"q": "sku:\"A-1\" OR sku:\"B 2\""})).await;
+    let mut found: Vec<String> = body["data"]["inventoryItems"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    found.sort();
+    let mut want = vec![
+        format!("gid://shopify/InventoryItem/{a}"),
+        format!("gid://shopify/InventoryItem/{b}"),
+    ];
+    want.sort();
+    assert_eq!(found, want);
+    let (_, body) = gql(&emu, q, json!({"q": "sku:C-3"})).await;
+    assert_eq!(body["data"]["inventoryItems"]["nodes"][0]["sku"], "C-3");
+    // A search the emulator cannot answer faithfully is an error, never "everything".
+    let (_, body) = gql(&emu, q, json!({"q": "title:shirt"})).await;
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+}

@@ -47,6 +47,16 @@ impl ShopifyClient {
         })
     }
 
+    /// How many items of `per_item` points (plus `base`) one query may carry: up to `most`, at
+    /// most half the bucket as last reported (20 before the first answer).
+    pub fn items_per_query(&self, base: f64, per_item: f64, most: usize) -> usize {
+        let Some(t) = self.throttle else {
+            return most.min(20);
+        };
+        let fit = ((t.maximum / 2.0 - base) / per_item).floor();
+        (fit.max(1.0) as usize).min(most)
+    }
+
     /// Waits until the bucket holds `cost` points (by the last reported status), so steady
     /// traffic never hits THROTTLED.
     pub async fn pace(&self, cost: f64) {

@@ -218,18 +218,59 @@ impl ShopifySink {
     }
 
     async fn resolve_items(&mut self, skus: &[String]) -> Result<(), SinkError> {
-        let missing: Vec<&String> = skus
+        let missing: Vec<String> = skus
+            .iter()
+            .filter(|s| !self.items.contains_key(*s))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // One search for 50 SKUs (`sku:"A" OR sku:"B" ...`, about one point a SKU): a cold
+        // start after a restart resolves thousands of SKUs in a few calls.
+        let per_query = self.client.items_per_query(2.0, 1.0, 50);
+        for chunk in missing.chunks(per_query) {
+            let query = chunk
+                .iter()
+                .map(|sku| format!("sku:{}", json!(sku)))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            self.client.pace(2.0 + chunk.len() as f64).await;
+            let data = self
+                .client
+                .graphql(
+                    "query Resolve($q: String!, $n: Int!) { inventoryItems(first: $n, query: $q) { nodes { id sku } } }",
+                    json!({"q": query, "n": chunk.len()}),
+                )
+                .await?;
+            for node in data["inventoryItems"]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(id), Some(sku)) = (node["id"].as_str(), node["sku"].as_str()) {
+                    if chunk.iter().any(|c| c == sku) {
+                        self.items
+                            .entry(sku.to_string())
+                            .or_insert_with(|| id.to_string());
+                    }
+                }
+            }
+        }
+        // SKUs the search left out (another item sharing a SKU took their place in the
+        // answer): one lookup each, 20 to a call.
+        let left: Vec<&String> = missing
             .iter()
             .filter(|s| !self.items.contains_key(*s))
             .collect();
-        for chunk in missing.chunks(20) {
+        let per_query = self.client.items_per_query(2.0, 3.0, 20);
+        for chunk in left.chunks(per_query) {
             let fields: Vec<String> = chunk
                 .iter()
                 .enumerate()
                 .map(|(i, sku)| {
                     format!(
                         "s{i}: inventoryItems(first: 1, query: {}) {{ nodes {{ id sku }} }}",
-                        json!(format!("sku:{sku}"))
+                        json!(format!("sku:{}", json!(sku)))
                     )
                 })
                 .collect();
@@ -252,7 +293,8 @@ impl ShopifySink {
         keys: &[LevelKey],
     ) -> Result<HashMap<LevelKey, Option<i64>>, SinkError> {
         let mut out = HashMap::new();
-        for chunk in keys.chunks(20) {
+        let per_query = self.client.items_per_query(1.0, 3.0, 50);
+        for chunk in keys.chunks(per_query) {
             let fields: Vec<String> = chunk
                 .iter()
                 .enumerate()
