@@ -750,7 +750,13 @@ impl Worker {
                 }
             };
             let Some(first) = first else { return };
-            let mut urgent = self.sink.is_urgent(&first);
+            // Events that already waited a write interval in the queue have been gathered
+            // there (a backlog): waiting more would only add latency.
+            let waited = match &first {
+                Item::Event(_, read) => read.elapsed() >= self.sink.write_interval(),
+                Item::Commit(_) => false,
+            };
+            let mut urgent = waited || self.sink.is_urgent(&first);
             let mut items = vec![first];
             while let Ok(more) = rx.try_recv() {
                 urgent |= self.sink.is_urgent(&more);
@@ -761,7 +767,7 @@ impl Worker {
             }
             // A sink with a write interval lets the changes of the interval gather first (the
             // newest quantity per level goes out in one call instead of one call per change),
-            // unless one of them is urgent.
+            // unless one of them is urgent or they waited long enough already.
             if let (Some(last), false) = (self.last_delivery, self.parked) {
                 let deadline = tokio::time::Instant::from_std(last + self.sink.write_interval());
                 while !urgent && items.len() < 1000 {
