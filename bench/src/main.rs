@@ -430,7 +430,7 @@ fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
             .map(|s| total_rows as f64 / s)
             .collect::<Vec<f64>>()
     };
-    let chart = rig::svg(
+    let chart = rig::svg_shared(
         "decode: rows/s per run, pg_recvlogical and odoo-cdc tail",
         "runs",
         &run_no,

@@ -94,6 +94,30 @@ pub fn proc_stat(pid: u32) -> (f64, u64) {
 /// Series over a shared x axis as an SVG line chart, each series scaled to its own maximum
 /// (printed in its legend).
 pub fn svg(title: &str, x_unit: &str, x: &[f64], series: &[(&str, &str, Vec<f64>)]) -> String {
+    chart(title, x_unit, x, series, false)
+}
+
+/// Like [`svg`], all series on one scale (for series of the same unit set side by side).
+pub fn svg_shared(
+    title: &str,
+    x_unit: &str,
+    x: &[f64],
+    series: &[(&str, &str, Vec<f64>)],
+) -> String {
+    chart(title, x_unit, x, series, true)
+}
+
+fn chart(
+    title: &str,
+    x_unit: &str,
+    x: &[f64],
+    series: &[(&str, &str, Vec<f64>)],
+    shared: bool,
+) -> String {
+    let all_max = series
+        .iter()
+        .flat_map(|(_, _, ys)| ys.iter().copied())
+        .fold(0.0, f64::max);
     let (w, h, pad) = (800.0, 320.0, 50.0);
     let xmin = x.first().copied().unwrap_or(0.0).min(0.0);
     let xmax = x.last().copied().unwrap_or(1.0).max(xmin + 1e-9);
@@ -105,7 +129,8 @@ pub fn svg(title: &str, x_unit: &str, x: &[f64], series: &[(&str, &str, Vec<f64>
         h - pad, w - pad, h - pad, h - pad, w - pad - 60.0, h - pad + 15.0, h - pad + 15.0
     );
     for (i, (name, color, ys)) in series.iter().enumerate() {
-        let ymax = ys.iter().copied().fold(0.0, f64::max).max(1e-9);
+        let own_max = ys.iter().copied().fold(0.0, f64::max).max(1e-9);
+        let ymax = if shared { all_max.max(1e-9) } else { own_max };
         let points: Vec<String> = x
             .iter()
             .zip(ys)
@@ -119,7 +144,7 @@ pub fn svg(title: &str, x_unit: &str, x: &[f64], series: &[(&str, &str, Vec<f64>
             .collect();
         out.push_str(&format!(
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\
-             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{name} (max {ymax:.2})</text>",
+             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{name} (max {own_max:.2})</text>",
             points.join(" "),
             w - 320.0,
             40.0 + 15.0 * i as f64

@@ -517,20 +517,25 @@ pub fn run(base_rate: f64, step_secs: u64, max_steps: usize, backlog_secs: u64) 
     println!(
         "| reader | rows/s | ratio | wall s | CPU s | peak RSS |\n|---|---:|---:|---:|---:|---:|"
     );
-    println!(
-        "| odoo-cdc tail (decode only, JSON lines > /dev/null) | {:.0} | 1.00 | {:.2} | {:.2} | {:.1} MiB |",
-        d["rows_per_sec"].as_f64().unwrap_or(0.0),
-        d["secs"].as_f64().unwrap_or(0.0),
-        d["cpu_secs"].as_f64().unwrap_or(0.0),
-        d["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
+    let row = |name: &str, v: &serde_json::Value, ratio: f64| {
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        println!(
+            "| {name} | {:.0} | {ratio:.2} | {:.2} | {:.2} | {:.1} MiB |",
+            f("rows_per_sec"),
+            f("secs"),
+            f("cpu_secs"),
+            f("peak_rss_kib") / 1024.0
+        );
+    };
+    row(
+        "odoo-cdc tail (decode only, JSON lines > /dev/null)",
+        d,
+        1.0,
     );
-    println!(
-        "| odoo-cdc run (transforms, 3 sinks, confirmed) | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} MiB |",
-        p["rows_per_sec"].as_f64().unwrap_or(0.0),
+    row(
+        "odoo-cdc run (transforms, 3 sinks, confirmed)",
+        p,
         cap["ratio"].as_f64().unwrap_or(0.0),
-        p["secs"].as_f64().unwrap_or(0.0),
-        p["cpu_secs"].as_f64().unwrap_or(0.0),
-        p["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
     );
     println!(
         "\nThe pipeline's run: /metrics answering after {:.2} s, the whole backlog read after {:.2} s, delivered and confirmed after {:.2} s; delivered {} (parked: {}).",

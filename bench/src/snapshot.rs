@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use fixtures::TempCluster;
 
-use crate::rig::{svg, write_results};
+use crate::rig::{svg_shared, write_results};
 use crate::{measure, median, odoo_cdc_bin, psql};
 
 /// Runs the scenario.
@@ -175,7 +175,7 @@ pub fn run(quants: u64, orders: u64, runs: usize) -> Result<()> {
     });
     let runs: Vec<f64> = (1..=copy_secs.len()).map(|r| r as f64).collect();
     let rate = |secs: &[f64]| secs.iter().map(|s| total as f64 / s).collect::<Vec<f64>>();
-    let chart = svg(
+    let chart = svg_shared(
         "snapshot: rows/s per run, COPY and odoo-cdc tail --snapshot",
         "runs",
         &runs,
