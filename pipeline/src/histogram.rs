@@ -99,7 +99,7 @@ mod tests {
         h.observe(100.0);
         assert_eq!(h.count(), 100);
         assert_eq!(h.quantile(0.5), 0.005);
-        assert_eq!(h.quantile(0.99), 0.5);
+        assert_eq!(h.quantile(0.99), 0.3);
         assert_eq!(h.quantile(1.0), 120.0);
         let mut out = String::new();
         h.render("lat", "sink=\"wms\"", &mut out);
