@@ -453,6 +453,9 @@ struct Worker {
     stuck_since: Option<Instant>,
     /// When the sink last delivered (the Shopify sink's write interval counts from it).
     last_delivery: Option<Instant>,
+    /// After a failed write of released levels: not again before this (backing off).
+    recheck_not_before: Option<Instant>,
+    recheck_backoff: Backoff,
 }
 
 impl Worker {
@@ -639,9 +642,13 @@ impl Worker {
         if !sink.has_recheck() {
             return None;
         }
-        Some(self.last_delivery.map_or(Duration::ZERO, |last| {
+        let interval = self.last_delivery.map_or(Duration::ZERO, |last| {
             sink.write_interval().saturating_sub(last.elapsed())
-        }))
+        });
+        let backoff = self.recheck_not_before.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        Some(interval.max(backoff))
     }
 
     /// Writes the levels whose hold changed.
@@ -649,8 +656,15 @@ impl Worker {
         let SinkHandle::Shopify(sink) = &mut self.sink else {
             return;
         };
-        if let Err(e) = sink.deliver(&[]).await {
-            tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
+        match sink.deliver(&[]).await {
+            Ok(_) => {
+                self.recheck_not_before = None;
+                self.recheck_backoff.reset();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
+                self.recheck_not_before = Some(Instant::now() + self.recheck_backoff.next_delay());
+            }
         }
         self.last_delivery = Some(Instant::now());
     }
@@ -890,6 +904,8 @@ fn spawn_workers(
                 parked: false,
                 stuck_since: None,
                 last_delivery: None,
+                recheck_not_before: None,
+                recheck_backoff: Backoff::default(),
             };
             tokio::spawn(worker.run(rx));
             (name, tx, stats)
