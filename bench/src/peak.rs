@@ -194,13 +194,24 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
             .unwrap_or(0.0);
     let changes: i64 = report.rows_per_table.values().sum();
     let cpu = cpu_after - cpu_before;
-    let oversell: i64 = rt
-        .block_on(admin.query_one(
-            "SELECT count(DISTINCT o.id) FROM sale_order o JOIN stock_picking p ON p.sale_id = o.id \
-             WHERE o.client_order_ref LIKE 'shopify:%' AND p.state NOT IN ('assigned', 'done', 'cancel')",
+    // Oversell incidents: Shopify orders whose delivery Odoo could not fully reserve, each with
+    // its order and the products short, so an incident can be traced (`odoo-cdc audit`).
+    let oversold: Vec<(String, String)> = rt
+        .block_on(admin.query(
+            "SELECT o.client_order_ref, string_agg(DISTINCT pp.default_code, ',') \
+             FROM sale_order o JOIN stock_picking p ON p.sale_id = o.id \
+             JOIN stock_move m ON m.picking_id = p.id JOIN product_product pp ON pp.id = m.product_id \
+             WHERE o.client_order_ref LIKE 'shopify:%' AND p.state NOT IN ('assigned', 'done', 'cancel') \
+             AND m.state NOT IN ('assigned', 'done', 'cancel') GROUP BY o.id, o.client_order_ref",
             &[],
         ))?
-        .get(0);
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+        .collect();
+    let oversell = oversold.len();
+    for (order, skus) in &oversold {
+        eprintln!("oversell incident: {order} short of {skus}");
+    }
     let pct = |sink: &str, q: f64| {
         hist_quantile(
             &m,
@@ -293,6 +304,7 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
         "convergence_secs": converged,
         "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "throttled": delta("throttled")},
         "oversell_incidents": oversell,
+        "oversold_orders": oversold.iter().map(|(o, s)| json!({"order": o, "skus": s})).collect::<Vec<_>>(),
         "cpu_secs": cpu,
         "peak_rss_kib": rss_kib,
         "command": cmd,
