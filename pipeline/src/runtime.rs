@@ -770,32 +770,32 @@ impl Worker {
                 Item::Event(_, read) => read.elapsed() >= self.sink.write_interval(),
                 Item::Commit(_) => false,
             };
-            let mut urgent = waited || self.sink.is_urgent(&first);
-            let mut items = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                urgent |= self.sink.is_urgent(&more);
-                items.push(more);
-                if items.len() >= 1000 {
-                    break;
-                }
-            }
             // A sink with a write interval lets the changes of the interval gather first (the
             // newest quantity per level goes out in one call instead of one call per change),
             // unless one of them is urgent or they waited long enough already.
-            if let (Some(last), false) = (self.last_delivery, self.parked) {
-                let deadline = tokio::time::Instant::from_std(last + self.sink.write_interval());
-                while !urgent && items.len() < 1000 {
-                    tokio::select! {
-                        more = rx.recv() => match more {
-                            Some(more) => {
-                                urgent |= self.sink.is_urgent(&more);
-                                items.push(more);
-                            }
-                            None => break,
-                        },
-                        () = tokio::time::sleep_until(deadline) => break,
-                    }
+            let deadline = match (self.last_delivery, self.parked) {
+                (Some(last), false) => Some(tokio::time::Instant::from_std(
+                    last + self.sink.write_interval(),
+                )),
+                _ => None,
+            };
+            let mut urgent = waited;
+            let mut items = Vec::new();
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                urgent |= self.sink.is_urgent(&item);
+                items.push(item);
+                if items.len() >= 1000 {
+                    break;
                 }
+                next = match (rx.try_recv(), deadline) {
+                    (Ok(more), _) => Some(more),
+                    (Err(_), Some(deadline)) if !urgent => tokio::select! {
+                        more = rx.recv() => more,
+                        () = tokio::time::sleep_until(deadline) => None,
+                    },
+                    (Err(_), _) => None,
+                };
             }
             // Everything taken goes out together (parallel across keys, even across
             // transactions); the newest marker among them is published once all of it is
