@@ -321,7 +321,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
             .await?;
         let (inbox_open, arrived): (i64, i64) = (inbox.get(0), inbox.get(1));
         if shared.confirmed.load(Ordering::SeqCst) >= end_lsn.0
-            && shared.quiet()
+            && shared.settled()
             && inbox_open == 0
             && arrived >= i64::from(storefront_sales)
         {
@@ -329,7 +329,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let caught_up = shared.quiet();
+    let caught_up = shared.settled();
     let mut ok = caught_up;
 
     // Summary.

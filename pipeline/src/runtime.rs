@@ -72,6 +72,12 @@ pub struct SinkStats {
     pub delivered_marker: AtomicU64,
     /// Newest commit marker enqueued.
     pub enqueued_marker: AtomicU64,
+    /// Levels wait to be written again (a storefront order's hold was released) and have
+    /// not been yet.
+    pub rewrite_pending: std::sync::atomic::AtomicBool,
+    /// Storefront orders written to Odoo whose units are still held back until the stream
+    /// passes their fence.
+    pub fenced: AtomicU64,
 }
 
 /// The three sinks, each optional.
@@ -110,6 +116,8 @@ pub struct GuardChannel {
     tx: mpsc::UnboundedSender<GuardNote>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<GuardNote>>>,
     active: std::sync::atomic::AtomicBool,
+    /// Notes sent and not yet taken into the guard.
+    in_flight: AtomicU64,
 }
 
 impl Default for GuardChannel {
@@ -119,6 +127,7 @@ impl Default for GuardChannel {
             tx,
             rx: Mutex::new(Some(rx)),
             active: std::sync::atomic::AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
         }
     }
 }
@@ -127,8 +136,16 @@ impl GuardChannel {
     /// Tells the guard (a no-op without a Shopify sink).
     pub fn send(&self, note: GuardNote) {
         if self.active.load(Ordering::SeqCst) {
-            let _ = self.tx.send(note);
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            if self.tx.send(note).is_err() {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// The guard has taken a note in (and published what it changed).
+    fn taken(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn take(&self) -> Option<mpsc::UnboundedReceiver<GuardNote>> {
@@ -178,17 +195,27 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Whether every sink has delivered everything enqueued.
+    /// Whether every sink has delivered everything enqueued (levels released from a hold
+    /// and waiting to be written again count as not delivered yet).
     pub fn quiet(&self) -> bool {
-        self.stats
-            .lock()
-            .map(|v| {
-                v.iter().all(|(_, s)| {
-                    s.delivered_marker.load(Ordering::SeqCst)
-                        >= s.enqueued_marker.load(Ordering::SeqCst)
-                })
+        self.stats.lock().is_ok_and(|v| {
+            v.iter().all(|(_, s)| {
+                s.delivered_marker.load(Ordering::SeqCst)
+                    >= s.enqueued_marker.load(Ordering::SeqCst)
+                    && !s.rewrite_pending.load(Ordering::SeqCst)
             })
-            .unwrap_or(false)
+        })
+    }
+
+    /// Whether everything is where it will stay: every sink delivered everything enqueued,
+    /// and no storefront order's units are still held back in Shopify (nor about to be).
+    pub fn settled(&self) -> bool {
+        self.quiet()
+            && self.guard.in_flight.load(Ordering::SeqCst) == 0
+            && self
+                .stats
+                .lock()
+                .is_ok_and(|v| v.iter().all(|(_, s)| s.fenced.load(Ordering::SeqCst) == 0))
     }
 }
 
@@ -651,6 +678,15 @@ impl Worker {
         Some(interval.max(backoff))
     }
 
+    /// Tells watchers whether this sink still owes Shopify a write or holds orders back.
+    fn publish_settling(&self) {
+        self.stats
+            .rewrite_pending
+            .store(self.recheck_wait().is_some(), Ordering::SeqCst);
+        let fenced = self.held.values().filter(|h| h.fence.is_some()).count();
+        self.stats.fenced.store(fenced as u64, Ordering::SeqCst);
+    }
+
     /// Writes the levels whose hold changed.
     async fn write_rechecks(&mut self) {
         let SinkHandle::Shopify(sink) = &mut self.sink else {
@@ -724,6 +760,7 @@ impl Worker {
             }
         }
         loop {
+            self.publish_settling();
             let waiting_fence = self
                 .held
                 .values()
@@ -754,6 +791,8 @@ impl Worker {
                         self.note(note).await;
                         let pos = self.seen(&rx);
                         self.release(pos).await;
+                        self.publish_settling();
+                        self.shared.guard.taken();
                         continue;
                     }
                     () = tokio::time::sleep(Duration::from_millis(100)), if waiting_fence => {
