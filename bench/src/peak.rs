@@ -64,6 +64,10 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
         hot_skus: 5,
     };
     let started = Instant::now();
+    let shop_t0 = shopify.core().clock.now().as_secs_f64();
+    let wall_t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
     let watch = rt.block_on(ChangeWatch::start(cluster.superuser_url(db), started))?;
     let work = {
         let url = cluster.superuser_url(db);
@@ -211,6 +215,9 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
     let oversell = oversold.len();
     for (order, skus) in &oversold {
         eprintln!("oversell incident: {order} short of {skus}");
+        for line in rt.block_on(rig.incident_timeline(order, skus, shop_t0, wall_t0))? {
+            eprintln!("  {line}");
+        }
     }
     let pct = |sink: &str, q: f64| {
         hist_quantile(

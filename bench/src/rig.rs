@@ -444,6 +444,71 @@ impl Rig {
             .count())
     }
 
+    /// The timeline of one oversell incident (a storefront order Odoo could not reserve): for
+    /// each SKU short, Shopify's `available` changes (storefront orders, odoo-cdc's writes)
+    /// and Odoo's stock moves of the product from 3 s before the order to 1 s after, in seconds
+    /// since `t0` (`shop_t0`: the Shopify emulator's clock at `t0`; `wall_t0`: Unix seconds at
+    /// `t0`).
+    pub async fn incident_timeline(
+        &self,
+        order: &str,
+        skus: &str,
+        shop_t0: f64,
+        wall_t0: f64,
+    ) -> Result<Vec<String>> {
+        let id = order.trim_start_matches("shopify:");
+        let history = self.shopify.history();
+        let Some(at) = history
+            .iter()
+            .find(|h| h.cause == format!("order {id}"))
+            .map(|h| h.at - shop_t0)
+        else {
+            return Ok(vec![format!("order {id} is not in Shopify's history")]);
+        };
+        let mut lines: Vec<(f64, String)> = Vec::new();
+        for sku in skus.split(',').filter(|s| !s.is_empty()) {
+            let item = self.item_of.get(sku).copied().unwrap_or(0);
+            for h in history.iter().filter(|h| h.item == item && h.location == 1) {
+                let t = h.at - shop_t0;
+                if (at - 3.0..=at + 1.0).contains(&t) {
+                    lines.push((
+                        t,
+                        format!("{sku} shopify available {} ({})", h.available, h.cause),
+                    ));
+                }
+            }
+            let moves = self
+                .admin
+                .query(
+                    "SELECT m.id::int8, m.state, m.product_uom_qty::text, coalesce(m.origin, ''),                      extract(epoch FROM m.create_date)::float8, extract(epoch FROM m.write_date)::float8,                      sl.usage || '->' || dl.usage                      FROM stock_move m JOIN product_product p ON p.id = m.product_id                      JOIN stock_location sl ON sl.id = m.location_id JOIN stock_location dl ON dl.id = m.location_dest_id                      WHERE p.default_code = $1 AND (sl.warehouse_id = $2 OR dl.warehouse_id = $2)                      AND m.write_date >= to_timestamp($3) AT TIME ZONE 'UTC' ORDER BY m.id",
+                    &[&sku, &self.info.warehouses[0].id, &(wall_t0 + at - 3.0)],
+                )
+                .await?;
+            for m in moves {
+                let (created, written) =
+                    (m.get::<_, f64>(4) - wall_t0, m.get::<_, f64>(5) - wall_t0);
+                if created > at + 1.0 {
+                    continue;
+                }
+                lines.push((
+                    created.max(at - 3.0),
+                    format!(
+                        "{sku} odoo move {} {} x{} {} {} (created {created:.3}, last written {written:.3})",
+                        m.get::<_, i64>(0),
+                        m.get::<_, String>(6),
+                        m.get::<_, String>(2),
+                        m.get::<_, String>(3),
+                        m.get::<_, String>(1),
+                    ),
+                ));
+            }
+        }
+        lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(std::iter::once(format!("order {id} taken at {at:.3} s"))
+            .chain(lines.into_iter().map(|(t, l)| format!("{t:9.3}  {l}")))
+            .collect())
+    }
+
     /// Waits until every Shopify level equals Odoo (the bootstrap); its seconds.
     pub fn wait_bootstrap(&mut self, rt: &Runtime) -> Result<f64> {
         let boot = Instant::now();
