@@ -72,6 +72,11 @@ enum Scenario {
         /// The Shopify sink's write interval (`sinks.shopify.write_interval_ms`).
         #[arg(long, default_value_t = 250)]
         shopify_write_interval_ms: u64,
+        /// Safety stock of each of the five flash-sale SKUs (`sinks.shopify.safety_stock_by_sku`):
+        /// units Shopify does not offer, so that a sale Odoo takes while a storefront sale's
+        /// webhook is still on its way cannot leave the storefront order without stock.
+        #[arg(long, default_value_t = 3)]
+        hot_safety_stock: i64,
     },
     /// Raise the order rate until the pipeline falls behind; then odoo-cdc's own capacity
     /// (every limit lifted) against its reader alone.
@@ -526,10 +531,12 @@ fn main() -> Result<()> {
             base_rate,
             shopify_restore_rate,
             shopify_write_interval_ms,
+            hot_safety_stock,
         } => peak::run(
             minutes,
             base_rate,
             shopify_restore_rate,
+            hot_safety_stock,
             shopify_write_interval_ms,
         ),
         Scenario::Saturate {

@@ -20,7 +20,13 @@ use crate::rig::{
 };
 
 /// Runs the scenario.
-pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u64) -> Result<()> {
+pub fn run(
+    minutes: f64,
+    base_rate: f64,
+    restore_rate: f64,
+    hot_safety_stock: i64,
+    write_interval_ms: u64,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -38,6 +44,7 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
             accounting_latency_ms: 60,
             accounting_limits: true,
             max_hold_secs: None,
+            hot_safety_stock,
         },
     )?;
     let pid = rig.start_cdc()?;
@@ -229,7 +236,7 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
         )
         .map_or_else(|| "-".to_string(), |v| format!("{:.0}", v * 1000.0))
     };
-    let cmd = format!("cargo run --release -p bench -- peak --minutes {minutes} --base-rate {base_rate} --shopify-restore-rate {restore_rate} --shopify-write-interval-ms {write_interval_ms}");
+    let cmd = format!("cargo run --release -p bench -- peak --minutes {minutes} --base-rate {base_rate} --shopify-restore-rate {restore_rate} --shopify-write-interval-ms {write_interval_ms} --hot-safety-stock {hot_safety_stock}");
     println!("## peak: {minutes} minutes of the peak-season profile in real time (ramp to 10x, flash sales), with storefront sales written back\n");
     println!(
         "Source: {changes} row changes in {load_secs:.0} s ({:.0} row changes/s, {} Odoo actions); storefront sales {taken} taken, {refused} refused.\n",
@@ -309,7 +316,7 @@ pub fn run(minutes: f64, base_rate: f64, restore_rate: f64, write_interval_ms: u
         "latency_ms": latency,
         "series": {"t": times, "lag_secs": lag_secs, "lag_bytes": lag_bytes, "txn_per_sec": txn_rate},
         "convergence_secs": converged,
-        "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "throttled": delta("throttled")},
+        "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "hot_safety_stock": hot_safety_stock, "throttled": delta("throttled")},
         "oversell_incidents": oversell,
         "oversold_orders": oversold.iter().map(|(o, s)| json!({"order": o, "skus": s})).collect::<Vec<_>>(),
         "cpu_secs": cpu,

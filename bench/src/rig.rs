@@ -182,6 +182,8 @@ pub struct RigOptions {
     pub accounting_limits: bool,
     /// `runtime.max_hold_secs` (None: odoo-cdc's default).
     pub max_hold_secs: Option<u64>,
+    /// Safety stock of the first five products (the workload's hot SKUs).
+    pub hot_safety_stock: i64,
 }
 
 /// The running rig. Needs the Tokio runtime it was started with to be entered.
@@ -205,6 +207,7 @@ pub struct Rig {
     child: Option<Child>,
     http: reqwest::Client,
     item_of: BTreeMap<String, u64>,
+    safety_of: BTreeMap<String, i64>,
 }
 
 /// Odoo's sellable quantity per (SKU, warehouse id): what Shopify must show.
@@ -293,6 +296,25 @@ impl Rig {
             .enumerate()
             .map(|(i, w)| format!("{} = \"gid://shopify/Location/{}\"", w.code, i + 1))
             .collect();
+        let safety_of: BTreeMap<String, i64> = info
+            .products
+            .iter()
+            .take(5)
+            .filter(|_| opts.hot_safety_stock > 0)
+            .map(|p| (p.sku.clone(), opts.hot_safety_stock))
+            .collect();
+        let safety = if safety_of.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "safety_stock_by_sku = {{ {} }}\n",
+                safety_of
+                    .iter()
+                    .map(|(s, n)| format!("{s:?} = {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let (odb, login, key, _) = odoo_rpc.credentials();
         let webhooks = if opts.webhooks {
             format!(
@@ -314,7 +336,7 @@ impl Rig {
             &config,
             format!(
                 "[source]\nurl = \"{}\"\n\n[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{webhooks}\
-                 [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {} }}\nwrite_interval_ms = {}\n\n\
+                 [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {} }}\nwrite_interval_ms = {}\n{safety}\n\
                  [sinks.wms]\nbase_url = \"{}\"\n\n\
                  [sinks.accounting]\nbase_url = \"{}\"\nrealm_id = \"{}\"\nclient_id = \"{}\"\n{mode}\
                  account_map = {{ \"121000\" = \"84\", \"400000\" = \"79\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n",
@@ -371,6 +393,7 @@ impl Rig {
             child: None,
             http: reqwest::Client::new(),
             item_of,
+            safety_of,
         })
     }
 
@@ -424,7 +447,8 @@ impl Rig {
         Some(metrics(&text))
     }
 
-    /// Levels where Shopify's `available` differs from Odoo's sellable quantity.
+    /// Levels where Shopify's `available` differs from Odoo's sellable quantity (less the
+    /// SKU's safety stock).
     pub async fn differing(&self) -> Result<usize> {
         let rows = self.admin.query(SELLABLE_SQL, &[]).await?;
         Ok(rows
@@ -432,7 +456,8 @@ impl Rig {
             .filter(|r| {
                 let sku: String = r.get(0);
                 let wh: i32 = r.get(1);
-                let want: i64 = r.get::<_, i64>(2).max(0);
+                let safety = self.safety_of.get(&sku).copied().unwrap_or(0);
+                let want: i64 = (r.get::<_, i64>(2) - safety).max(0);
                 let loc = if wh == self.info.warehouses[0].id {
                     1
                 } else {

@@ -106,6 +106,7 @@ fn limit(
             accounting_latency_ms: 60,
             accounting_limits: true,
             max_hold_secs: Some(MAX_HOLD_SECS),
+            hot_safety_stock: 0,
         },
     )?;
     let pid = rig.start_cdc()?;
@@ -317,6 +318,7 @@ fn capacity(rt: &tokio::runtime::Runtime, backlog_secs: u64) -> Result<serde_jso
             accounting_latency_ms: 0,
             accounting_limits: false,
             max_hold_secs: None,
+            hot_safety_stock: 0,
         },
     )?;
     rig.start_cdc()?;

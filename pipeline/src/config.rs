@@ -230,8 +230,9 @@ pub struct Shopify {
     /// Per-SKU safety stock.
     #[serde(default)]
     pub safety_stock_by_sku: BTreeMap<String, i64>,
-    /// Shortest time between two inventory writes, in milliseconds (changes arriving within
-    /// it go together in the next write; 0 writes each change as it comes).
+    /// Longest a stock change waits for later ones to share its inventory write, in
+    /// milliseconds (the changes read within it go together in one write; 0 writes each change
+    /// as it comes).
     #[serde(default = "default_write_interval")]
     pub write_interval_ms: u64,
     /// A change lowering a level to at most this many units goes out at once, whatever the

@@ -346,7 +346,7 @@ impl SinkHandle {
         }
     }
 
-    /// Shortest time between two deliveries.
+    /// How long a change may wait for later ones to share its delivery.
     fn write_interval(&self) -> Duration {
         match self {
             SinkHandle::Shopify(sink) => sink.write_interval(),
@@ -803,22 +803,20 @@ impl Worker {
                 }
             };
             let Some(first) = first else { return };
-            // Events that already waited a write interval in the queue have been gathered
-            // there (a backlog): waiting more would only add latency.
-            let waited = match &first {
-                Item::Event(_, read) => read.elapsed() >= self.sink.write_interval(),
-                Item::Commit(_) => false,
-            };
-            // A sink with a write interval lets the changes of the interval gather first (the
-            // newest quantity per level goes out in one call instead of one call per change),
-            // unless one of them is urgent or they waited long enough already.
-            let deadline = match (self.last_delivery, self.parked) {
-                (Some(last), false) => Some(tokio::time::Instant::from_std(
-                    last + self.sink.write_interval(),
-                )),
+            // A sink with a write interval lets changes gather: the oldest change taken waits
+            // at most one interval (from reading its commit) for the ones after it, so their
+            // newest quantity per level goes out in one call instead of one call per change,
+            // unless one of them is urgent. Calls are then about an interval apart under
+            // steady load (the least writes that keep every change within the interval), and
+            // a backlog that already waited in the queue goes at once.
+            let interval = self.sink.write_interval();
+            let deadline = match (&first, self.parked) {
+                (Item::Event(_, read), false) if !interval.is_zero() => {
+                    Some(tokio::time::Instant::from_std(*read + interval))
+                }
                 _ => None,
             };
-            let mut urgent = waited;
+            let mut urgent = false;
             let mut items = Vec::new();
             let mut next = Some(first);
             while let Some(item) = next.take() {

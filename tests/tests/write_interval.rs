@@ -1,5 +1,5 @@
-//! The Shopify sink's write interval: while a level has plenty of stock, the changes arriving
-//! within the interval after a write go together in the next call (the newest quantity wins);
+//! The Shopify sink's write interval: while a level has plenty of stock, a change waits up to the
+//! interval for the changes after it and they go together in one call (the newest quantity wins);
 //! a change that lowers a level near sell-out (`urgent_below`) goes out at once.
 
 use std::process::{Command, Stdio};

@@ -23,9 +23,10 @@ pub struct ShopifyConfig {
     pub safety_stock_by_sku: BTreeMap<String, i64>,
     /// Request timeout.
     pub timeout: Duration,
-    /// Shortest time between two inventory writes: the first change after a quiet spell goes
-    /// out at once, and the changes arriving within the interval after a write go together in
-    /// the next one (newest quantity per level). Zero writes every change as it comes.
+    /// Longest a stock change waits (from reading its commit) for later changes to share its
+    /// inventory write: the changes read within the interval go together in one write (newest
+    /// quantity per level), so writes are about an interval apart under steady load. Zero
+    /// writes every change as it comes.
     pub write_interval: Duration,
     /// A change that lowers a level to at most this many units goes out at once, whatever the
     /// write interval: near sell-out, every moment Shopify shows units Odoo no longer has is a

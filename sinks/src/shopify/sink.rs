@@ -125,7 +125,7 @@ impl ShopifySink {
         })
     }
 
-    /// Shortest time between two inventory writes.
+    /// Longest a change waits for later ones to share its write.
     pub fn write_interval(&self) -> std::time::Duration {
         self.cfg.write_interval
     }
