@@ -75,6 +75,16 @@ pub fn render(shared: &Shared) -> String {
             s.parked.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(out, "# TYPE odoo_cdc_sink_deliveries_total counter");
+    for (name, s) in &stats {
+        for (why, n) in crate::runtime::DELIVERY_CAUSES.iter().zip(&s.deliveries) {
+            let _ = writeln!(
+                out,
+                "odoo_cdc_sink_deliveries_total{{sink=\"{name}\",cause=\"{why}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
     let _ = writeln!(out, "# TYPE odoo_cdc_sink_queue_depth gauge");
     for (name, s) in &stats {
         let done = s.delivered.load(Ordering::Relaxed)

@@ -78,7 +78,14 @@ pub struct SinkStats {
     /// Storefront orders written to Odoo whose units are still held back until the stream
     /// passes their fence.
     pub fenced: AtomicU64,
+    /// Deliveries by what sent them, in the order of [`DELIVERY_CAUSES`].
+    pub deliveries: [AtomicU64; 4],
 }
+
+/// Why a sink delivered: a change that could not wait (near sell-out), the write interval of
+/// the oldest change ran out, the changes were there already (a backlog, or a sink without a
+/// write interval), or levels released from a storefront order's hold were written again.
+pub const DELIVERY_CAUSES: [&str; 4] = ["urgent", "interval", "queued", "released"];
 
 /// The three sinks, each optional.
 pub struct Sinks {
@@ -692,6 +699,7 @@ impl Worker {
         let SinkHandle::Shopify(sink) = &mut self.sink else {
             return;
         };
+        self.stats.deliveries[3].fetch_add(1, Ordering::Relaxed);
         match sink.deliver(&[]).await {
             Ok(_) => {
                 self.recheck_not_before = None;
@@ -817,6 +825,7 @@ impl Worker {
                 _ => None,
             };
             let mut urgent = false;
+            let mut timed_out = false;
             let mut items = Vec::new();
             let mut next = Some(first);
             while let Some(item) = next.take() {
@@ -829,11 +838,20 @@ impl Worker {
                     (Ok(more), _) => Some(more),
                     (Err(_), Some(deadline)) if !urgent => tokio::select! {
                         more = rx.recv() => more,
-                        () = tokio::time::sleep_until(deadline) => None,
+                        () = tokio::time::sleep_until(deadline) => {
+                            timed_out = true;
+                            None
+                        }
                     },
                     (Err(_), _) => None,
                 };
             }
+            let cause = match (urgent, timed_out) {
+                (true, _) => 0,
+                (false, true) => 1,
+                (false, false) => 2,
+            };
+            self.stats.deliveries[cause].fetch_add(1, Ordering::Relaxed);
             // Everything taken goes out together (parallel across keys, even across
             // transactions); the newest marker among them is published once all of it is
             // delivered, dead-lettered or parked.

@@ -33,6 +33,21 @@ async fn wait_level(shopify: &ShopifyEmulator, item: u64, want: i64) -> bool {
     false
 }
 
+/// `odoo_cdc_sink_deliveries_total` of the Shopify sink for a cause.
+async fn deliveries(port: u16, cause: &str) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("odoo_cdc_sink_deliveries_total{{sink=\"shopify\",cause=\"{cause}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_within_the_interval_share_a_write_and_near_sell_out_each_goes_at_once() {
     let db = Db::start();
@@ -45,10 +60,15 @@ async fn changes_within_the_interval_share_a_write_and_near_sell_out_each_goes_a
         .collect();
     let dir = scratch_dir();
     let config = dir.join("odoo-cdc.toml");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         &config,
         format!(
-            "[source]\nurl = \"{}\"\n\n[sinks.shopify]\ngraphql_url = \"{}\"\n\
+            "[source]\nurl = \"{}\"\n\n[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[sinks.shopify]\ngraphql_url = \"{}\"\n\
              location_map = {{ WH = \"gid://shopify/Location/1\", WH2 = \"gid://shopify/Location/2\" }}\n\
              write_interval_ms = 2000\nurgent_below = 10\n",
             db.url(),
@@ -86,6 +106,12 @@ async fn changes_within_the_interval_share_a_write_and_near_sell_out_each_goes_a
     }
     assert!(wait_level(&shopify, item, 88).await, "{}", log_text());
     let calm = writes_of(&shopify, item) - before;
+    let gathered = deliveries(metrics_port, "interval").await;
+    assert!(
+        gathered >= 1,
+        "the calm changes were not delivered because their interval ran out ({gathered})"
+    );
+    let urgent_before = deliveries(metrics_port, "urgent").await;
     assert!(
         (1..=5).contains(&calm),
         "12 changes with plenty of stock took {calm} writes; the interval should gather them"
@@ -106,6 +132,11 @@ async fn changes_within_the_interval_share_a_write_and_near_sell_out_each_goes_a
     }
     assert!(wait_level(&shopify, item, 5).await, "{}", log_text());
     let urgent = writes_of(&shopify, item) - before;
+    let urgent_deliveries = deliveries(metrics_port, "urgent").await - urgent_before;
+    assert!(
+        urgent_deliveries >= 4,
+        "{urgent_deliveries} deliveries counted as urgent for six changes near sell-out"
+    );
     // Without urgency these six would share one or two writes, like the twelve above.
     assert!(
         urgent >= 4,
