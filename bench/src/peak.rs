@@ -204,6 +204,15 @@ pub fn run(
             .copied()
             .unwrap_or(0.0);
     let changes: i64 = report.rows_per_table.values().sum();
+    // What each Shopify delivery was for (odoo_cdc_sink_deliveries_total).
+    let causes: Vec<(&str, u64)> = ["urgent", "interval", "queued", "released"]
+        .into_iter()
+        .map(|c| {
+            let k = format!("odoo_cdc_sink_deliveries_total{{sink=\"shopify\",cause=\"{c}\"}}");
+            let n = m.get(&k).copied().unwrap_or(0.0) - m0.get(&k).copied().unwrap_or(0.0);
+            (c, n.max(0.0) as u64)
+        })
+        .collect();
     let cpu = cpu_after - cpu_before;
     // Oversell incidents: Shopify orders whose delivery Odoo could not fully reserve, each with
     // its order and the products short, so an incident can be traced (`odoo-cdc audit`).
@@ -285,6 +294,14 @@ pub fn run(
         set_requests.len() as f64 / min_calls_500ms.max(1) as f64,
         level_changes.len()
     );
+    println!(
+        "| Shopify deliveries by cause (urgent / interval ran out / queued / released holds) | {} |",
+        causes
+            .iter()
+            .map(|(_, n)| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     println!("| THROTTLED answers | {} |", delta("throttled"));
     println!("| oversell incidents (Shopify orders Odoo could not reserve) | {oversell} |");
     println!(
@@ -316,7 +333,7 @@ pub fn run(
         "latency_ms": latency,
         "series": {"t": times, "lag_secs": lag_secs, "lag_bytes": lag_bytes, "txn_per_sec": txn_rate},
         "convergence_secs": converged,
-        "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "hot_safety_stock": hot_safety_stock, "throttled": delta("throttled")},
+        "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "hot_safety_stock": hot_safety_stock, "deliveries_by_cause": causes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(), "throttled": delta("throttled")},
         "oversell_incidents": oversell,
         "oversold_orders": oversold.iter().map(|(o, s)| json!({"order": o, "skus": s})).collect::<Vec<_>>(),
         "cpu_secs": cpu,
