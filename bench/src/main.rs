@@ -192,22 +192,21 @@ fn measure_child(argv: &[String]) -> Result<()> {
 
 fn odoo_cdc_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("bin dir")?;
-    let bin = dir.join("odoo-cdc");
-    // Built every time (a no-op when fresh): a stale binary would measure old code. Built
-    // together with the bench package, so dependency features resolve as they did for this
-    // binary and nothing is compiled twice.
+    // target/release/bench -> target/bench-odoo-cdc: a target directory of its own, so
+    // building odoo-cdc alone (its dependencies' features resolve differently than with the
+    // bench) does not undo the bench's build, and the next `cargo run -p bench` has nothing
+    // to recompile.
+    let target = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?
+        .join("bench-odoo-cdc");
+    let bin = target.join("release").join("odoo-cdc");
+    // Built every time (a no-op when fresh): a stale binary would measure old code.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "pipeline",
-            "-p",
-            "bench",
-            "--bin",
-            "odoo-cdc",
-        ])
+        .args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"])
+        .arg("--target-dir")
+        .arg(&target)
         .status();
     if !status.is_ok_and(|s| s.success()) && !bin.exists() {
         bail!("build odoo-cdc first: cargo build --release -p pipeline");

@@ -182,6 +182,13 @@ pub fn run(
         .filter(|r| r.body.contains("inventorySetQuantities"))
         .map(|r| r.body.clone())
         .collect();
+    // Reads of levels after the bootstrap: each follows a write refused as
+    // CHANGE_FROM_QUANTITY_STALE (a storefront sale landed between two writes), which is then
+    // written again.
+    let stale_reads = shopify.core().requests()[requests_before..]
+        .iter()
+        .filter(|r| r.body.contains("inventoryLevel("))
+        .count();
     let quantities: usize = set_requests
         .iter()
         .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
@@ -302,6 +309,9 @@ pub fn run(
             .collect::<Vec<_>>()
             .join(" / ")
     );
+    println!(
+        "| writes refused as stale (a storefront sale landed first), re-read and written again | {stale_reads} |"
+    );
     println!("| THROTTLED answers | {} |", delta("throttled"));
     println!("| oversell incidents (Shopify orders Odoo could not reserve) | {oversell} |");
     println!(
@@ -333,7 +343,7 @@ pub fn run(
         "latency_ms": latency,
         "series": {"t": times, "lag_secs": lag_secs, "lag_bytes": lag_bytes, "txn_per_sec": txn_rate},
         "convergence_secs": converged,
-        "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "hot_safety_stock": hot_safety_stock, "deliveries_by_cause": causes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(), "throttled": delta("throttled")},
+        "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "hot_safety_stock": hot_safety_stock, "stale_rereads": stale_reads, "deliveries_by_cause": causes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(), "throttled": delta("throttled")},
         "oversell_incidents": oversell,
         "oversold_orders": oversold.iter().map(|(o, s)| json!({"order": o, "skus": s})).collect::<Vec<_>>(),
         "cpu_secs": cpu,

@@ -56,9 +56,15 @@ impl EventHandler for TxnCollector {
 
     fn event(&mut self, event: Event<'_>) -> Result<(), ReplError> {
         match event {
-            Event::Begin { commit_lsn, .. } => {
+            Event::Begin {
+                commit_lsn,
+                commit_time,
+                ..
+            } => {
                 self.current = Some(Transaction {
                     commit_lsn: commit_lsn.0,
+                    committed_us: commit_time
+                        .saturating_add(cdc::pgtime::PG_EPOCH_UNIX_SECS * 1_000_000),
                     changes: Vec::new(),
                 });
             }
@@ -172,6 +178,7 @@ pub async fn snapshot_rows(
     Ok((
         Transaction {
             commit_lsn: lsn.0,
+            committed_us: 0,
             changes,
         },
         lsn,

@@ -187,8 +187,8 @@ pub struct Shared {
     /// newest keepalive `wal_end` between transactions): fences past the last commit are
     /// passed by it.
     pub read_through: AtomicU64,
-    /// When (Unix microseconds) the oldest transaction read but not yet confirmed was read; 0
-    /// when everything read is confirmed.
+    /// When (Unix microseconds, by the server's clock) the oldest transaction read but not yet
+    /// confirmed committed; 0 when everything read is confirmed.
     pub behind_since_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
     pub state: Option<Arc<tokio_postgres::Client>>,
@@ -234,9 +234,34 @@ async fn wait_before_retry(stats: &SinkStats, e: &SinkError, backoff: &mut Backo
     tokio::time::sleep(wait).await;
 }
 
-fn record(stats: &SinkStats, started: Instant) {
+/// Counts a delivery; its latency runs from Odoo's commit (by the server's clock; from
+/// reading it when the commit time is not known, as for snapshot rows).
+fn record(stats: &SinkStats, s: &Sourced, read: Instant) {
     stats.delivered.fetch_add(1, Ordering::Relaxed);
-    stats.latency.observe(started.elapsed().as_secs_f64());
+    let latency = if s.committed_us > 0 {
+        unix_us().saturating_sub(s.committed_us).max(0) as f64 / 1e6
+    } else {
+        read.elapsed().as_secs_f64()
+    };
+    stats.latency.observe(latency);
+}
+
+/// Now, in Unix microseconds.
+fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// When a transaction committed, in Unix microseconds: never later than now (a server clock
+/// ahead of ours), and now when unknown.
+fn committed_us(txn: &transforms::Transaction) -> i64 {
+    let now = unix_us();
+    if txn.committed_us > 0 {
+        txn.committed_us.min(now)
+    } else {
+        now
+    }
 }
 
 /// Dead-letters an event: kept in the state database before the commit marker behind it is
@@ -533,7 +558,7 @@ impl Worker {
                 match o {
                     Outcome::Done => {
                         progressed = true;
-                        record(&self.stats, t);
+                        record(&self.stats, &s, t);
                     }
                     Outcome::Dead(reason) => {
                         progressed = true;
@@ -599,7 +624,7 @@ impl Worker {
             // later events never overtake it.
             for (o, (id, s)) in outcomes.into_iter().zip(parked.iter()) {
                 match o {
-                    Outcome::Done => record(&self.stats, Instant::now()),
+                    Outcome::Done => record(&self.stats, s, Instant::now()),
                     Outcome::Dead(reason) => {
                         dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
                     }
@@ -1084,12 +1109,7 @@ pub async fn run(
                     let events = transformer.apply(&txn);
                     dispatch(&workers, events, end).await;
                     shared.read.store(end.0, Ordering::SeqCst);
-                    unconfirmed.push_back((
-                        end,
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(1, |d| d.as_micros() as u64),
-                    ));
+                    unconfirmed.push_back((end, committed_us(&txn).max(1) as u64));
                     shared.transactions.fetch_add(1, Ordering::Relaxed);
                 }
                 if !stream.in_transaction() {

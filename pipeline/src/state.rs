@@ -18,6 +18,9 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS odoo_cdc.outbox (id bigserial PRIMARY KEY, sink text NOT NULL, key text NOT NULL, \
      source_lsn bigint NOT NULL, event jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS outbox_sink ON odoo_cdc.outbox (sink, id)",
+    // When the event's source transaction committed (Unix microseconds; 0 unknown): a drained
+    // event's latency counts from Odoo's commit, not from leaving the outbox.
+    "ALTER TABLE odoo_cdc.outbox ADD COLUMN IF NOT EXISTS committed_us bigint NOT NULL DEFAULT 0",
     // Shopify webhooks, committed before the 200; unique on the event id (a duplicate
     // delivery is a no-op). status: pending, done, dead (DLQ, with Odoo's error) or refused.
     "CREATE TABLE IF NOT EXISTS odoo_cdc.inbox (id bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE, \
@@ -130,8 +133,8 @@ pub async fn park(
     let lsn = i64::try_from(s.source_commit_lsn).unwrap_or(i64::MAX);
     client
         .execute(
-            "INSERT INTO odoo_cdc.outbox (sink, key, source_lsn, event) VALUES ($1, $2, $3, $4)",
-            &[&sink, &s.event.key(), &lsn, &event],
+            "INSERT INTO odoo_cdc.outbox (sink, key, source_lsn, event, committed_us) VALUES ($1, $2, $3, $4, $5)",
+            &[&sink, &s.event.key(), &lsn, &event, &s.committed_us],
         )
         .await?;
     Ok(())
@@ -145,7 +148,7 @@ pub async fn parked(
 ) -> Result<Vec<(i64, transforms::Sourced)>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT id, source_lsn, event FROM odoo_cdc.outbox WHERE sink = $1 ORDER BY id LIMIT $2",
+            "SELECT id, source_lsn, event, committed_us FROM odoo_cdc.outbox WHERE sink = $1 ORDER BY id LIMIT $2",
             &[&sink, &limit],
         )
         .await?;
@@ -159,6 +162,7 @@ pub async fn parked(
                 transforms::Sourced {
                     event,
                     source_commit_lsn: r.get::<_, i64>(1) as u64,
+                    committed_us: r.get(3),
                 },
             ))
         })

@@ -139,6 +139,26 @@ async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(drained, "outbox not drained:\n{}", log_text());
+    // Their latency runs from Odoo's commit: the events that waited out the outage in the
+    // outbox took longer than a second.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let within = |le: &str| -> u64 {
+        let series = format!("odoo_cdc_sink_latency_seconds_bucket{{sink=\"wms\",le=\"{le}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series}in\n{metrics}"))
+    };
+    assert!(
+        within("1") < within("+Inf"),
+        "every WMS delivery counted under 1 s, outbox ones included:\n{metrics}"
+    );
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

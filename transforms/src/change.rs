@@ -50,6 +50,8 @@ impl RowChange {
 pub struct Transaction {
     /// LSN of the commit record (`X/X` as u64).
     pub commit_lsn: u64,
+    /// Commit time, Unix microseconds (0 when not known: a snapshot).
+    pub committed_us: i64,
     /// The changes in commit order.
     pub changes: Vec<RowChange>,
 }

@@ -140,4 +140,8 @@ pub struct Sourced {
     pub event: RetailEvent,
     /// Commit LSN of the source transaction.
     pub source_commit_lsn: u64,
+    /// When the source transaction committed, in Unix microseconds by the database server's
+    /// clock; 0 when not known (rows of a snapshot).
+    #[serde(default)]
+    pub committed_us: i64,
 }

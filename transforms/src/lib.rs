@@ -86,6 +86,7 @@ impl Transformer {
             .map(|event| Sourced {
                 event,
                 source_commit_lsn: commit_lsn,
+                committed_us: 0,
             })
             .collect()
     }
@@ -111,6 +112,7 @@ impl Transformer {
                     .map(|event| Sourced {
                         event,
                         source_commit_lsn: lsn,
+                        committed_us: 0,
                     })
                     .collect()
             }
@@ -140,6 +142,7 @@ impl Transformer {
         out.extend(events.into_iter().map(|event| Sourced {
             event,
             source_commit_lsn: txn.commit_lsn,
+            committed_us: txn.committed_us,
         }));
         out
     }

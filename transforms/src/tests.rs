@@ -38,6 +38,7 @@ fn ch(table: &str, op: Op, cols: &[(&str, &str)]) -> RowChange {
 
 fn txn(lsn: u64, changes: Vec<RowChange>) -> Transaction {
     Transaction {
+        committed_us: 0,
         commit_lsn: lsn,
         changes,
     }
@@ -140,7 +141,8 @@ fn sellable_follows_quants_without_old_rows() {
                 warehouse: "WH".into(),
                 qty: dec("12")
             },
-            source_commit_lsn: 1
+            source_commit_lsn: 1,
+            committed_us: 0,
         }]
     );
 
