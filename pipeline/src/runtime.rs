@@ -64,7 +64,7 @@ pub struct SinkStats {
     pub dead: AtomicU64,
     /// Events parked in the outbox.
     pub parked: AtomicU64,
-    /// Delivery latency from reading the commit to the sink's acknowledgement.
+    /// Delivery latency from Odoo's commit (the server's commit time) to the sink's acknowledgement.
     pub latency: crate::histogram::Histogram,
     /// Events put on the queue.
     pub enqueued: AtomicU64,
