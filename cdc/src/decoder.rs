@@ -16,7 +16,7 @@ use crate::spool::{Spool, DEFAULT_SPOOL_MEMORY};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
     /// Column name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Type OID (see [`crate::value`]).
     pub type_oid: u32,
     /// Type modifier.
@@ -247,7 +247,7 @@ impl Decoder {
                         .columns
                         .iter()
                         .map(|c| ColumnInfo {
-                            name: c.name.to_string(),
+                            name: c.name.into(),
                             type_oid: c.type_oid,
                             type_modifier: c.type_modifier,
                             is_key: c.is_key(),

@@ -94,12 +94,14 @@ async fn copy_published(
     let tables = cdc::snapshot::published_columns(client, publication).await?;
     let mut rows = 0;
     for (schema, table, columns) in &tables {
+        // Every row shares its table's column names.
+        let names: Vec<std::sync::Arc<str>> = columns.iter().map(|c| c.as_str().into()).collect();
         rows += cdc::snapshot::copy_table(client, schema, table, columns, |values| {
             each(RowChange {
                 table: table.clone(),
                 op: Op::Snapshot,
                 new: Some(
-                    columns
+                    names
                         .iter()
                         .cloned()
                         .zip(values.iter().map(|v| v.map(str::to_string)))

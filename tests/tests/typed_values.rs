@@ -31,7 +31,7 @@ impl EventHandler for Collect {
                     .map(|(col, info)| {
                         let v = decode_column(col, info.type_oid)
                             .unwrap_or_else(|e| panic!("column {}: {e}", info.name));
-                        (info.name.clone(), v)
+                        (info.name.to_string(), v)
                     })
                     .collect();
                 self.rows.push(row);

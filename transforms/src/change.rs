@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-/// A row: column -> value in PostgreSQL's text format (`None` is SQL NULL). Unchanged TOAST
-/// columns are absent.
-pub type Row = BTreeMap<String, Option<String>>;
+/// A row: column (its name shared by every row of the table) -> value in PostgreSQL's text
+/// format (`None` is SQL NULL). Unchanged TOAST columns are absent.
+pub type Row = BTreeMap<std::sync::Arc<str>, Option<String>>;
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ fn row(cols: &[(&str, &str)]) -> Row {
     cols.iter()
         .map(|(k, v)| {
             (
-                k.to_string(),
+                (*k).into(),
                 if *v == "NULL" {
                     None
                 } else {
