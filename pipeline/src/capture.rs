@@ -11,7 +11,7 @@ fn to_row(tuple: &TupleData<'_>, columns: &[cdc::decoder::ColumnInfo], keys_only
         .columns
         .iter()
         .zip(columns)
-        .filter(|(_, info)| !keys_only || info.is_key)
+        .filter(|(_, info)| (!keys_only || info.is_key) && transforms::reads_column(&info.name))
         .filter_map(|(col, info)| {
             let v = match col {
                 Column::UnchangedToast => return None,
@@ -94,8 +94,11 @@ async fn copy_published(
     let tables = cdc::snapshot::published_columns(client, publication).await?;
     let mut rows = 0;
     for (schema, table, columns) in &tables {
-        // Every row shares its table's column names.
-        let names: Vec<std::sync::Arc<str>> = columns.iter().map(|c| c.as_str().into()).collect();
+        // Every row shares its table's column names; only the columns the transforms read.
+        let names: Vec<Option<std::sync::Arc<str>>> = columns
+            .iter()
+            .map(|c| transforms::reads_column(c).then(|| c.as_str().into()))
+            .collect();
         rows += cdc::snapshot::copy_table(client, schema, table, columns, |values| {
             each(RowChange {
                 table: table.clone(),
@@ -103,8 +106,8 @@ async fn copy_published(
                 new: Some(
                     names
                         .iter()
-                        .cloned()
-                        .zip(values.iter().map(|v| v.map(str::to_string)))
+                        .zip(values.iter())
+                        .filter_map(|(n, v)| Some((n.clone()?, v.map(str::to_string))))
                         .collect(),
                 ),
                 old: None,

@@ -41,7 +41,7 @@ impl RowChange {
 
     /// The row's `id`.
     pub fn id(&self) -> Option<i64> {
-        self.row()?.get("id")?.as_deref()?.parse().ok()
+        int(self.row()?, "id")
     }
 }
 
@@ -56,8 +56,57 @@ pub struct Transaction {
     pub changes: Vec<RowChange>,
 }
 
+/// Every column the transforms read, in every Odoo version they know (sorted): rows carry only
+/// these. An Odoo table has dozens of columns, and building and dropping all of them for every
+/// change was most of the pipeline's own CPU. A debug build checks every read against the list.
+pub const COLUMNS_READ: &[&str] = &[
+    "account_id",
+    "account_type",
+    "carrier",
+    "carrier_id",
+    "city",
+    "code",
+    "code_store",
+    "credit",
+    "currency_id",
+    "date",
+    "debit",
+    "default_code",
+    "id",
+    "location_id",
+    "move_id",
+    "move_type",
+    "name",
+    "partner_id",
+    "picking_id",
+    "picking_type_id",
+    "product_id",
+    "product_uom",
+    "product_uom_id",
+    "product_uom_qty",
+    "quantity",
+    "reserved_quantity",
+    "reversed_entry_id",
+    "state",
+    "street",
+    "tax_id",
+    "tax_ids",
+    "usage",
+    "warehouse_id",
+    "zip",
+];
+
+/// Whether the transforms read a column of that name (in any table).
+pub fn reads_column(name: &str) -> bool {
+    COLUMNS_READ.binary_search(&name).is_ok()
+}
+
 /// Reads a column as text.
 pub fn text<'a>(row: &'a Row, col: &str) -> Option<&'a str> {
+    debug_assert!(
+        reads_column(col),
+        "column {col} is read but missing from COLUMNS_READ: rows would never carry it"
+    );
     row.get(col)?.as_deref()
 }
 
@@ -81,5 +130,16 @@ pub fn translated(row: &Row, col: &str) -> Option<String> {
             .and_then(|v| v.as_str())
             .map(str::to_string),
         _ => Some(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod columns {
+    #[test]
+    fn the_list_is_sorted_and_answers() {
+        assert!(super::COLUMNS_READ.windows(2).all(|w| w[0] < w[1]));
+        assert!(super::reads_column("default_code"));
+        assert!(super::reads_column("id"));
+        assert!(!super::reads_column("write_uid"));
     }
 }

@@ -10,7 +10,7 @@ pub mod inventory;
 pub mod mapping;
 pub mod shopify;
 
-pub use change::{Op, Row, RowChange, Transaction};
+pub use change::{reads_column, Op, Row, RowChange, Transaction, COLUMNS_READ};
 pub use events::{RetailEvent, Sourced};
 pub use mapping::{Mapping, OdooVersion};
 
