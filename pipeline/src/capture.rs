@@ -6,13 +6,19 @@ use cdc::pgoutput::{Column, OldTuple, TupleData};
 use cdc::{Lsn, ReplError};
 use transforms::{OdooVersion, Op, Row, RowChange, Transaction, Transformer};
 
-fn to_row(tuple: &TupleData<'_>, columns: &[cdc::decoder::ColumnInfo], keys_only: bool) -> Row {
+fn to_row(
+    tuple: &TupleData<'_>,
+    columns: &[cdc::decoder::ColumnInfo],
+    keep: &[bool],
+    keys_only: bool,
+) -> Row {
     tuple
         .columns
         .iter()
         .zip(columns)
-        .filter(|(_, info)| (!keys_only || info.is_key) && transforms::reads_column(&info.name))
-        .filter_map(|(col, info)| {
+        .zip(keep)
+        .filter(|((_, info), keep)| **keep && (!keys_only || info.is_key))
+        .filter_map(|((col, info), _)| {
             let v = match col {
                 Column::UnchangedToast => return None,
                 Column::Null => None,
@@ -25,21 +31,54 @@ fn to_row(tuple: &TupleData<'_>, columns: &[cdc::decoder::ColumnInfo], keys_only
         .collect()
 }
 
-/// Converts a decoded change into the transforms' form.
-pub fn convert(c: &CdcChange<'_>) -> RowChange {
-    let cols = &c.relation.columns;
-    RowChange {
-        table: c.relation.name.clone(),
-        op: match c.op {
-            cdc::decoder::Op::Insert => Op::Insert,
-            cdc::decoder::Op::Update => Op::Update,
-            cdc::decoder::Op::Delete => Op::Delete,
-        },
-        new: c.new.map(|t| to_row(t, cols, false)),
-        old: c.old.map(|o| match o {
-            OldTuple::Key(t) => to_row(t, cols, true),
-            OldTuple::Full(t) => to_row(t, cols, false),
-        }),
+/// Which columns of each relation the transforms read, worked out once per relation message.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Relation OID -> (its first column's name, which columns to keep). Holding the name keeps
+    /// its allocation alive, so a relation message that redescribes the table (new `Arc`s) can
+    /// never look like the one the mask was made for.
+    by_relation: std::collections::HashMap<u32, (Option<std::sync::Arc<str>>, Vec<bool>)>,
+}
+
+impl Kept {
+    fn mask(&mut self, rel: &cdc::decoder::RelationInfo) -> &[bool] {
+        let first = rel.columns.first().map(|c| c.name.clone());
+        let fresh = |(f, keep): &(Option<std::sync::Arc<str>>, Vec<bool>)| {
+            keep.len() == rel.columns.len()
+                && match (f, &first) {
+                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        if !self.by_relation.get(&rel.id).is_some_and(fresh) {
+            let keep = rel
+                .columns
+                .iter()
+                .map(|c| transforms::reads_column(&c.name))
+                .collect();
+            self.by_relation.insert(rel.id, (first, keep));
+        }
+        self.by_relation.get(&rel.id).map_or(&[], |(_, k)| k)
+    }
+
+    /// Converts a decoded change into the transforms' form: only the columns they read.
+    fn convert(&mut self, c: &CdcChange<'_>) -> RowChange {
+        let cols = &c.relation.columns;
+        let keep = self.mask(c.relation);
+        RowChange {
+            table: c.relation.name.clone(),
+            op: match c.op {
+                cdc::decoder::Op::Insert => Op::Insert,
+                cdc::decoder::Op::Update => Op::Update,
+                cdc::decoder::Op::Delete => Op::Delete,
+            },
+            new: c.new.map(|t| to_row(t, cols, keep, false)),
+            old: c.old.map(|o| match o {
+                OldTuple::Key(t) => to_row(t, cols, keep, true),
+                OldTuple::Full(t) => to_row(t, cols, keep, false),
+            }),
+        }
     }
 }
 
@@ -47,6 +86,7 @@ pub fn convert(c: &CdcChange<'_>) -> RowChange {
 #[derive(Debug, Default)]
 pub struct TxnCollector {
     current: Option<Transaction>,
+    kept: Kept,
     /// Completed transactions, with the end LSN of their commit (to acknowledge).
     pub done: Vec<(Transaction, Lsn)>,
 }
@@ -70,7 +110,7 @@ impl EventHandler for TxnCollector {
             }
             Event::Change(c) => {
                 if let Some(t) = &mut self.current {
-                    t.changes.push(convert(&c));
+                    t.changes.push(self.kept.convert(&c));
                 }
             }
             Event::Truncate { .. } | Event::Message { .. } => {}
@@ -218,4 +258,41 @@ pub async fn restore_snapshot(
         rows,
         lsn,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kept;
+    use cdc::decoder::{ColumnInfo, RelationInfo};
+
+    fn relation(columns: &[&str]) -> RelationInfo {
+        RelationInfo {
+            id: 42,
+            schema: "public".into(),
+            name: "stock_move".into(),
+            replica_identity: b'd',
+            columns: columns
+                .iter()
+                .map(|c| ColumnInfo {
+                    name: (*c).into(),
+                    type_oid: 25,
+                    type_modifier: -1,
+                    is_key: *c == "id",
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_redescribed_relation_gets_a_new_mask() {
+        let mut kept = Kept::default();
+        let v1 = relation(&["id", "write_uid", "state"]);
+        assert_eq!(kept.mask(&v1), &[true, false, true]);
+        assert_eq!(kept.mask(&v1), &[true, false, true]);
+        // ALTER TABLE: the server describes the table again, same OID, same first column.
+        let v2 = relation(&["id", "state", "write_uid", "product_id"]);
+        assert_eq!(kept.mask(&v2), &[true, true, false, true]);
+        let v3 = relation(&["id", "product_id", "state"]);
+        assert_eq!(kept.mask(&v3), &[true, true, true]);
+    }
 }
