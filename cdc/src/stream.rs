@@ -94,6 +94,9 @@ pub struct ReplicationStream {
     saw_keepalive: bool,
     keepalive_end: Lsn,
     confirm: bool,
+    /// Woken by the consumer when work downstream finished: the wait for data ends early, so
+    /// what was delivered meanwhile is acknowledged at once rather than at the next interval.
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl ReplicationStream {
@@ -126,6 +129,7 @@ impl ReplicationStream {
             saw_keepalive: false,
             keepalive_end: Lsn::ZERO,
             confirm: true,
+            wake: None,
         })
     }
 
@@ -139,6 +143,11 @@ impl ReplicationStream {
     /// Whether a transaction (or a streamed block) is open in what was received.
     pub fn in_transaction(&self) -> bool {
         self.txn.busy()
+    }
+
+    /// Ends a wait for data early (with an empty batch) whenever `wake` is notified.
+    pub fn wake_on(&mut self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        self.wake = Some(wake);
     }
 
     /// Never confirm anything to the server (the slot does not move): for inspection only.
@@ -228,13 +237,29 @@ impl ReplicationStream {
                 .status_interval
                 .saturating_sub(self.last_status.elapsed())
                 .max(Duration::from_millis(1));
-            match tokio::time::timeout(wait, self.conn.fill()).await {
-                Ok(r) => r?,
-                // A status interval passed with nothing to read: hand back an empty batch, so
-                // the consumer can acknowledge work that finished meanwhile (an idle stream
-                // must still move the slot).
-                Err(_) => {
-                    self.send_status(false).await?;
+            let wake = self.wake.clone();
+            let woken = async {
+                match wake {
+                    Some(w) => w.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Reading into the buffer is cancel-safe: a wake-up loses nothing.
+            tokio::select! {
+                r = tokio::time::timeout(wait, self.conn.fill()) => match r {
+                    Ok(r) => r?,
+                    // A status interval passed with nothing to read: hand back an empty batch,
+                    // so the consumer can acknowledge work that finished meanwhile (an idle
+                    // stream must still move the slot).
+                    Err(_) => {
+                        self.send_status(false).await?;
+                        return Ok(Batch {
+                            buf: &[],
+                            frames: &[],
+                        });
+                    }
+                },
+                () = woken => {
                     return Ok(Batch {
                         buf: &[],
                         frames: &[],

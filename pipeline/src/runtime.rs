@@ -179,6 +179,8 @@ pub struct Shared {
     pub read: AtomicU64,
     /// Transactions read.
     pub transactions: AtomicU64,
+    /// Notified when a sink delivered a commit marker: the reader acknowledges it at once.
+    pub progress: Arc<tokio::sync::Notify>,
     /// Set to stop: the reader stops reading, waits for the sinks, confirms and returns.
     pub stopping: std::sync::atomic::AtomicBool,
     /// Highest WAL position the server reported.
@@ -913,6 +915,7 @@ impl Worker {
                 self.stats
                     .delivered_marker
                     .fetch_max(lsn.0, Ordering::SeqCst);
+                self.shared.progress.notify_one();
             }
         }
     }
@@ -1092,6 +1095,7 @@ pub async fn run(
                 Duration::from_millis(500),
             )
             .await?;
+            stream.wake_on(shared.progress.clone());
             decoder.reset_session();
             let mut collector = TxnCollector::default();
             // (commit end, when it was read) of transactions not confirmed yet.
