@@ -230,7 +230,7 @@ pub struct Shopify {
     /// Per-SKU safety stock.
     #[serde(default)]
     pub safety_stock_by_sku: BTreeMap<String, i64>,
-    /// Longest a stock change waits for later ones to share its inventory write, in
+    /// Longest a stock change waits after Odoo's commit for later ones to share its inventory write, in
     /// milliseconds (the changes read within it go together in one write; 0 writes each change
     /// as it comes).
     #[serde(default = "default_write_interval")]

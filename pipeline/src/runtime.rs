@@ -839,15 +839,20 @@ impl Worker {
             };
             let Some(first) = first else { return };
             // A sink with a write interval lets changes gather: the oldest change taken waits
-            // at most one interval (from reading its commit) for the ones after it, so their
-            // newest quantity per level goes out in one call instead of one call per change,
-            // unless one of them is urgent. Calls are then about an interval apart under
-            // steady load (the least writes that keep every change within the interval), and
-            // a backlog that already waited in the queue goes at once.
+            // at most one interval from Odoo's commit for the ones after it, so their newest
+            // quantity per level goes out in one call instead of one call per change, unless
+            // one of them is urgent. Calls are then about an interval apart under steady load
+            // (the least writes that keep every change within the interval), and a backlog
+            // (committed long ago, or waiting in the queue) goes at once.
             let interval = self.sink.write_interval();
             let deadline = match (&first, self.parked) {
-                (Item::Event(_, read), false) if !interval.is_zero() => {
-                    Some(tokio::time::Instant::from_std(*read + interval))
+                (Item::Event(s, read), false) if !interval.is_zero() => {
+                    let since_commit = u64::try_from(unix_us().saturating_sub(s.committed_us))
+                        .ok()
+                        .filter(|_| s.committed_us > 0)
+                        .map_or(Duration::ZERO, Duration::from_micros);
+                    let waited = since_commit.max(read.elapsed());
+                    Some(tokio::time::Instant::now() + interval.saturating_sub(waited))
                 }
                 _ => None,
             };

@@ -23,7 +23,7 @@ pub struct ShopifyConfig {
     pub safety_stock_by_sku: BTreeMap<String, i64>,
     /// Request timeout.
     pub timeout: Duration,
-    /// Longest a stock change waits (from reading its commit) for later changes to share its
+    /// Longest a stock change waits (from Odoo's commit) for later changes to share its
     /// inventory write: the changes read within the interval go together in one write (newest
     /// quantity per level), so writes are about an interval apart under steady load. Zero
     /// writes every change as it comes.
