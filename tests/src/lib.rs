@@ -350,3 +350,24 @@ pub async fn sell_one(
         .expect("picking");
     (o, row.get(0), row.get::<_, String>(1) == "assigned")
 }
+
+/// A running odoo-cdc's `/metrics` on `127.0.0.1:port`.
+pub async fn metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("/metrics body")
+}
+
+/// The value of one series (`name{labels}`) in a `/metrics` text; panics with the text when
+/// the series is missing.
+pub fn series(metrics: &str, name_and_labels: &str) -> f64 {
+    let prefix = format!("{name_and_labels} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{metrics}"))
+}

@@ -104,12 +104,7 @@ async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
         .parse()
         .unwrap();
     assert!(parked >= ready.len() as i64, "parked {parked}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = odoo_cdc_tests::metrics(metrics_port).await;
     assert!(
         metrics.contains(&format!(
             "odoo_cdc_sink_parked_total{{sink=\"wms\"}} {parked}"
@@ -141,19 +136,12 @@ async fn an_outage_longer_than_max_hold_parks_events_and_the_slot_moves_on() {
     assert!(drained, "outbox not drained:\n{}", log_text());
     // Their latency runs from Odoo's commit: the events that waited out the outage in the
     // outbox took longer than a second.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let within = |le: &str| -> u64 {
-        let series = format!("odoo_cdc_sink_latency_seconds_bucket{{sink=\"wms\",le=\"{le}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series}in\n{metrics}"))
+    let metrics = odoo_cdc_tests::metrics(metrics_port).await;
+    let within = |le: &str| {
+        odoo_cdc_tests::series(
+            &metrics,
+            &format!("odoo_cdc_sink_latency_seconds_bucket{{sink=\"wms\",le=\"{le}\"}}"),
+        )
     };
     assert!(
         within("1") < within("+Inf"),

@@ -34,18 +34,11 @@ async fn wait_level(shopify: &ShopifyEmulator, item: u64, want: i64) -> bool {
 }
 
 /// `odoo_cdc_sink_deliveries_total` of the Shopify sink for a cause.
-async fn deliveries(port: u16, cause: &str) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("odoo_cdc_sink_deliveries_total{{sink=\"shopify\",cause=\"{cause}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+async fn deliveries(port: u16, cause: &str) -> f64 {
+    odoo_cdc_tests::series(
+        &odoo_cdc_tests::metrics(port).await,
+        &format!("odoo_cdc_sink_deliveries_total{{sink=\"shopify\",cause=\"{cause}\"}}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +101,7 @@ async fn changes_within_the_interval_share_a_write_and_near_sell_out_each_goes_a
     let calm = writes_of(&shopify, item) - before;
     let gathered = deliveries(metrics_port, "interval").await;
     assert!(
-        gathered >= 1,
+        gathered >= 1.0,
         "the calm changes were not delivered because their interval ran out ({gathered})"
     );
     let urgent_before = deliveries(metrics_port, "urgent").await;
@@ -134,7 +127,7 @@ async fn changes_within_the_interval_share_a_write_and_near_sell_out_each_goes_a
     let urgent = writes_of(&shopify, item) - before;
     let urgent_deliveries = deliveries(metrics_port, "urgent").await - urgent_before;
     assert!(
-        urgent_deliveries >= 4,
+        urgent_deliveries >= 4.0,
         "{urgent_deliveries} deliveries counted as urgent for six changes near sell-out"
     );
     // Without urgency these six would share one or two writes, like the twelve above.
