@@ -42,24 +42,27 @@ struct Kept {
 
 impl Kept {
     fn mask(&mut self, rel: &cdc::decoder::RelationInfo) -> &[bool] {
-        let first = rel.columns.first().map(|c| c.name.clone());
-        let fresh = |(f, keep): &(Option<std::sync::Arc<str>>, Vec<bool>)| {
-            keep.len() == rel.columns.len()
-                && match (f, &first) {
-                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
-                    (None, None) => true,
-                    _ => false,
-                }
-        };
-        if !self.by_relation.get(&rel.id).is_some_and(fresh) {
-            let keep = rel
-                .columns
-                .iter()
-                .map(|c| transforms::reads_column(&c.name))
-                .collect();
-            self.by_relation.insert(rel.id, (first, keep));
+        let first = rel.columns.first().map(|c| &c.name);
+        let entry = self
+            .by_relation
+            .entry(rel.id)
+            .or_insert_with(|| (None, Vec::new()));
+        let fresh = entry.1.len() == rel.columns.len()
+            && match (&entry.0, first) {
+                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+        if !fresh {
+            *entry = (
+                first.cloned(),
+                rel.columns
+                    .iter()
+                    .map(|c| transforms::reads_column(&c.name))
+                    .collect(),
+            );
         }
-        self.by_relation.get(&rel.id).map_or(&[], |(_, k)| k)
+        &entry.1
     }
 
     /// Converts a decoded change into the transforms' form: only the columns they read.
