@@ -41,6 +41,7 @@ pub fn run(quants: u64, orders: u64, runs: usize) -> Result<()> {
                 price_unit: p.list_price,
                 discount: rust_decimal::Decimal::ZERO,
                 taxed: true,
+                taxes: Vec::new(),
             }],
             client_order_ref: None,
         };

@@ -24,6 +24,8 @@ pub const ODOO_TABLES: &[&str] = &[
     "product_product",
     "product_template",
     "res_partner",
+    "res_country",
+    "res_country_state",
     "account_move",
     "account_move_line",
     "account_account",

@@ -86,6 +86,18 @@ pub struct Odoo {
     /// Warehouse code Shopify orders ship from (Odoo's default when absent).
     #[serde(default)]
     pub warehouse: Option<String>,
+    /// SKU of the service product a rounding line uses when Odoo's 2-decimal prices and
+    /// discounts cannot carry Shopify's total to the cent (default: `shipping_sku`).
+    #[serde(default)]
+    pub rounding_sku: Option<String>,
+    /// The customer (an exact `res.partner` name) that orders without one go to: draft
+    /// orders, POS sales, app imports. Created once when Odoo has no partner of that name.
+    /// Without it such orders are dead-lettered saying so.
+    #[serde(default)]
+    pub default_customer: Option<String>,
+    /// Shopify variant id -> Odoo SKU (`default_code`) or barcode, for lines without a SKU.
+    #[serde(default)]
+    pub variant_map: std::collections::BTreeMap<String, String>,
 }
 
 fn default_protocol() -> String {

@@ -135,8 +135,13 @@ pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writ
     })?;
     Ok(crate::writeback::Writeback::new(
         rpc,
-        o.shipping_sku.clone(),
-        o.warehouse.clone(),
+        crate::writeback::WritebackConfig {
+            shipping_sku: o.shipping_sku.clone(),
+            rounding_sku: o.rounding_sku.clone(),
+            warehouse: o.warehouse.clone(),
+            default_customer: o.default_customer.clone(),
+            variant_map: o.variant_map.clone(),
+        },
     ))
 }
 

@@ -334,6 +334,7 @@ pub async fn sell_one(
             price_unit: p.list_price,
             discount: rust_decimal::Decimal::ZERO,
             taxed: true,
+            taxes: Vec::new(),
         }],
         client_order_ref: None,
     };

@@ -75,6 +75,7 @@ async fn batch_mode_books_each_posted_move_once_through_the_batch_endpoint() {
                 price_unit: p.list_price,
                 discount: Decimal::ZERO,
                 taxed: true,
+                taxes: Vec::new(),
             }],
             client_order_ref: None,
         };

@@ -69,6 +69,7 @@ fn line(info: &SeedInfo, idx: usize, qty: &str) -> sales::LineInput {
         price_unit: p.list_price,
         discount: Decimal::ZERO,
         taxed: true,
+        taxes: Vec::new(),
     }
 }
 

@@ -27,6 +27,8 @@ fn request() -> RetailEvent {
             street: Some("1 Main St".into()),
             city: Some("London".into()),
             zip: None,
+            state: None,
+            country: Some("GB".into()),
         },
         carrier: None,
     }

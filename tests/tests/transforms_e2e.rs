@@ -66,6 +66,7 @@ async fn fixture_odoo_through_the_slot_into_retail_events() {
         price_unit: info.products[i].list_price,
         discount: Decimal::ZERO,
         taxed: true,
+        taxes: Vec::new(),
     };
     let q = |lines| sales::Quotation {
         partner_id: info.customers[0],

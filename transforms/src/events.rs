@@ -15,6 +15,12 @@ pub struct ShipTo {
     pub city: Option<String>,
     /// Postal code.
     pub zip: Option<String>,
+    /// State or province code (`CA`, `ON`).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// ISO country code (`US`).
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 /// A line to pick.

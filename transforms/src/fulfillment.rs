@@ -1,7 +1,13 @@
-//! Outgoing pickings that become ready (`assigned`) become `FulfillmentRequested` (lines by
-//! SKU, ship-to, carrier); a requested picking that is cancelled becomes `FulfillmentCancelled`.
+//! Outgoing pickings that become ready (`assigned`) become `FulfillmentRequested` for what
+//! Odoo has **reserved** for them (`stock_move.quantity`), never the demand: a 3-unit order
+//! with 2 units reserved asks the warehouse for 2, and its backorder (a picking of its own,
+//! `backorder_id`) for the last one when that is reserved — the pickings of one order never
+//! ask for more than it. When the reservation of a requested picking changes before it ships,
+//! the request goes out again with the new lines (the WMS sink amends the order with that
+//! reference, never a second one); a requested picking that loses its reservation
+//! (`confirmed`) or is cancelled becomes `FulfillmentCancelled`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
 
@@ -22,8 +28,16 @@ struct Picking {
 struct Move {
     picking: Option<i64>,
     product: i64,
-    qty: Decimal,
+    /// Reserved (picked, then done) quantity.
+    reserved: Decimal,
     state: String,
+}
+
+#[derive(Debug, Clone)]
+struct Partner {
+    ship_to: ShipTo,
+    country: Option<i64>,
+    state: Option<i64>,
 }
 
 /// The fulfillment stage's state.
@@ -34,9 +48,12 @@ pub struct Fulfillment {
     types: HashMap<i64, (String, Option<i64>)>,
     warehouses: HashMap<i64, String>,
     skus: HashMap<i64, String>,
-    partners: HashMap<i64, ShipTo>,
-    requested: BTreeSet<i64>,
-    touched: BTreeSet<i64>,
+    partners: HashMap<i64, Partner>,
+    countries: HashMap<i64, String>,
+    states: HashMap<i64, String>,
+    /// What each requested picking asked the warehouse for.
+    requested: HashMap<i64, BTreeMap<String, Decimal>>,
+    touched: std::collections::BTreeSet<i64>,
 }
 
 impl Fulfillment {
@@ -79,9 +96,13 @@ impl Fulfillment {
                 let m = Move {
                     picking: int(r, "picking_id"),
                     product,
-                    qty: decimal(r, "product_uom_qty").unwrap_or_default(),
+                    reserved: decimal(r, "quantity").unwrap_or_default(),
                     state: text(r, "state").unwrap_or_default().to_string(),
                 };
+                // A move that changes picking (into a backorder) touches both.
+                if let Some(old) = self.moves.get(&id) {
+                    self.touched.extend(old.picking);
+                }
                 self.touched.extend(m.picking);
                 self.moves.insert(id, m);
             }
@@ -106,15 +127,31 @@ impl Fulfillment {
                     self.skus.insert(id, sku.to_string());
                 }
             }
+            Mapping::COUNTRY => {
+                if let Some(code) = row.and_then(|r| text(r, "code")) {
+                    self.countries.insert(id, code.to_string());
+                }
+            }
+            Mapping::COUNTRY_STATE => {
+                if let Some(code) = row.and_then(|r| text(r, "code")) {
+                    self.states.insert(id, code.to_string());
+                }
+            }
             Mapping::PARTNER => {
                 if let Some(r) = row {
                     self.partners.insert(
                         id,
-                        ShipTo {
-                            name: text(r, "name").unwrap_or_default().to_string(),
-                            street: text(r, "street").map(str::to_string),
-                            city: text(r, "city").map(str::to_string),
-                            zip: text(r, "zip").map(str::to_string),
+                        Partner {
+                            ship_to: ShipTo {
+                                name: text(r, "name").unwrap_or_default().to_string(),
+                                street: text(r, "street").map(str::to_string),
+                                city: text(r, "city").map(str::to_string),
+                                zip: text(r, "zip").map(str::to_string),
+                                state: None,
+                                country: None,
+                            },
+                            country: int(r, "country_id"),
+                            state: int(r, "state_id"),
                         },
                     );
                 }
@@ -123,7 +160,44 @@ impl Fulfillment {
         }
     }
 
-    /// Ends the transaction: requests for pickings that became ready, cancellations.
+    fn ship_to(&self, partner: Option<i64>) -> ShipTo {
+        let Some(p) = partner.and_then(|pid| self.partners.get(&pid)) else {
+            return ShipTo {
+                name: String::new(),
+                street: None,
+                city: None,
+                zip: None,
+                state: None,
+                country: None,
+            };
+        };
+        let mut s = p.ship_to.clone();
+        s.country = p.country.and_then(|c| self.countries.get(&c).cloned());
+        s.state = p.state.and_then(|c| self.states.get(&c).cloned());
+        s
+    }
+
+    /// What is reserved for a picking, by SKU; `Err(product)` for a product without SKU.
+    fn reserved(&self, picking: i64) -> Result<BTreeMap<String, Decimal>, i64> {
+        let mut lines: BTreeMap<String, Decimal> = BTreeMap::new();
+        for m in self.moves.values().filter(|m| {
+            m.picking == Some(picking)
+                && matches!(m.state.as_str(), "assigned" | "partially_available")
+                && m.reserved > Decimal::ZERO
+        }) {
+            match self.skus.get(&m.product) {
+                Some(sku) => *lines.entry(sku.clone()).or_default() += m.reserved,
+                None => return Err(m.product),
+            }
+        }
+        for q in lines.values_mut() {
+            *q = q.normalize();
+        }
+        Ok(lines)
+    }
+
+    /// Ends the transaction: requests for pickings that became ready or whose reservation
+    /// changed, cancellations.
     pub fn finish(&mut self) -> Vec<RetailEvent> {
         let mut out = Vec::new();
         for id in std::mem::take(&mut self.touched) {
@@ -138,40 +212,34 @@ impl Fulfillment {
                 continue;
             }
             match p.state.as_str() {
-                "assigned" if !self.requested.contains(&id) => {
-                    let mut lines: BTreeMap<String, Decimal> = BTreeMap::new();
-                    let mut missing = None;
-                    for m in self
-                        .moves
-                        .values()
-                        .filter(|m| m.picking == Some(id) && m.state != "cancel")
-                    {
-                        match self.skus.get(&m.product) {
-                            Some(sku) => *lines.entry(sku.clone()).or_default() += m.qty,
-                            None => missing = Some(m.product),
+                "assigned" => {
+                    let lines = match self.reserved(id) {
+                        Ok(l) => l,
+                        Err(product) => {
+                            out.push(RetailEvent::Unmappable {
+                                reason: format!(
+                                    "picking {} has a product without SKU (product_product {product})",
+                                    p.name
+                                ),
+                                table: Mapping::PICKING.into(),
+                                row_id: id,
+                            });
+                            continue;
                         }
-                    }
-                    if let Some(product) = missing {
-                        out.push(RetailEvent::Unmappable {
-                            reason: format!(
-                                "picking {} has a product without SKU (product_product {product})",
-                                p.name
-                            ),
-                            table: Mapping::PICKING.into(),
-                            row_id: id,
-                        });
+                    };
+                    if lines.is_empty() {
+                        // Ready with nothing reserved: nothing can ship now.
+                        if self.requested.remove(&id).is_some() {
+                            out.push(RetailEvent::FulfillmentCancelled {
+                                reference: p.name.clone(),
+                            });
+                        }
                         continue;
                     }
-                    let ship_to = p
-                        .partner
-                        .and_then(|pid| self.partners.get(&pid).cloned())
-                        .unwrap_or(ShipTo {
-                            name: String::new(),
-                            street: None,
-                            city: None,
-                            zip: None,
-                        });
-                    self.requested.insert(id);
+                    if self.requested.get(&id) == Some(&lines) {
+                        continue;
+                    }
+                    self.requested.insert(id, lines.clone());
                     out.push(RetailEvent::FulfillmentRequested {
                         reference: p.name.clone(),
                         warehouse: warehouse
@@ -179,17 +247,14 @@ impl Fulfillment {
                             .unwrap_or_default(),
                         lines: lines
                             .into_iter()
-                            .map(|(sku, quantity)| PickLine {
-                                sku,
-                                quantity: quantity.normalize(),
-                            })
+                            .map(|(sku, quantity)| PickLine { sku, quantity })
                             .collect(),
-                        ship_to,
+                        ship_to: self.ship_to(p.partner),
                         carrier: p.carrier.clone(),
                     });
                 }
                 "cancel" => {
-                    if self.requested.remove(&id) {
+                    if self.requested.remove(&id).is_some() {
                         out.push(RetailEvent::FulfillmentCancelled {
                             reference: p.name.clone(),
                         });
@@ -200,6 +265,12 @@ impl Fulfillment {
                     self.requested.remove(&id);
                     self.forget(id);
                 }
+                // Its reservation was taken back: the warehouse must not ship it now.
+                "confirmed" | "waiting" | "draft" if self.requested.remove(&id).is_some() => {
+                    out.push(RetailEvent::FulfillmentCancelled {
+                        reference: p.name.clone(),
+                    });
+                }
                 _ => {}
             }
         }
@@ -207,7 +278,8 @@ impl Fulfillment {
     }
 
     /// Ends a restore: finished pickings leave the state, nothing is requested (a ready picking
-    /// touched in the replay window is requested then; one untouched was delivered before).
+    /// touched in the replay window is requested then — the WMS sink brings the existing order
+    /// to what is reserved; one untouched was delivered before).
     pub fn finish_quietly(&mut self) {
         for id in std::mem::take(&mut self.touched) {
             if self

@@ -41,6 +41,10 @@ impl Mapping {
     pub const MOVE: &'static str = "stock_move";
     /// `res_partner`.
     pub const PARTNER: &'static str = "res_partner";
+    /// `res_country`.
+    pub const COUNTRY: &'static str = "res_country";
+    /// `res_country_state`.
+    pub const COUNTRY_STATE: &'static str = "res_country_state";
     /// `account_move`.
     pub const ACCOUNT_MOVE: &'static str = "account_move";
     /// `account_move_line`.

@@ -300,6 +300,7 @@ fn ready_outgoing_pickings_are_requested_once_and_cancellations_follow() {
                 ("picking_id", "21"),
                 ("product_id", "3"),
                 ("product_uom_qty", "2.00"),
+                ("quantity", "2.00"),
                 ("state", "assigned"),
             ],
         ),
@@ -329,11 +330,12 @@ fn ready_outgoing_pickings_are_requested_once_and_cancellations_follow() {
     };
     assert_eq!(reference, "WH/OUT/00017");
     assert_eq!(warehouse, "WH");
+    // What is reserved (move 43's 2 units), not the demand (3, with move 44's unreserved one).
     assert_eq!(
         lines,
         &vec![PickLine {
             sku: "SKU-1".into(),
-            quantity: dec("3")
+            quantity: dec("2")
         }]
     );
     assert_eq!(ship_to.city.as_deref(), Some("London"));
@@ -359,8 +361,90 @@ fn ready_outgoing_pickings_are_requested_once_and_cancellations_follow() {
         )],
     ));
     assert!(ev.is_empty());
+    // Stock arrives and the last unit is reserved before it ships: the request goes out again
+    // with what is reserved now (the WMS order is amended, not duplicated).
     let ev = t.apply(&txn(
         4,
+        vec![ch(
+            "stock_move",
+            Op::Update,
+            &[
+                ("id", "44"),
+                ("picking_id", "21"),
+                ("product_id", "3"),
+                ("product_uom_qty", "1.00"),
+                ("quantity", "1.00"),
+                ("state", "assigned"),
+            ],
+        )],
+    ));
+    assert!(
+        matches!(&ev[..], [e] if matches!(&e.event, RetailEvent::FulfillmentRequested { reference, lines, .. }
+            if reference == "WH/OUT/00017" && lines[0].quantity == dec("3"))),
+        "{ev:?}"
+    );
+    // Unreserved (back to confirmed): the warehouse is told not to ship it.
+    let unreserve = |qty: &'static str, state: &'static str| {
+        vec![
+            ch(
+                "stock_move",
+                Op::Update,
+                &[
+                    ("id", "43"),
+                    ("picking_id", "21"),
+                    ("product_id", "3"),
+                    ("product_uom_qty", "2.00"),
+                    ("quantity", qty),
+                    ("state", state),
+                ],
+            ),
+            ch(
+                "stock_move",
+                Op::Update,
+                &[
+                    ("id", "44"),
+                    ("picking_id", "21"),
+                    ("product_id", "3"),
+                    ("product_uom_qty", "1.00"),
+                    ("quantity", qty),
+                    ("state", state),
+                ],
+            ),
+            ch(
+                "stock_picking",
+                Op::Update,
+                &[
+                    ("id", "21"),
+                    ("name", "WH/OUT/00017"),
+                    (
+                        "state",
+                        if state == "confirmed" {
+                            "confirmed"
+                        } else {
+                            "assigned"
+                        },
+                    ),
+                    ("picking_type_id", "2"),
+                    ("partner_id", "10"),
+                ],
+            ),
+        ]
+    };
+    let ev = t.apply(&txn(5, unreserve("0", "confirmed")));
+    assert_eq!(
+        ev.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        vec![RetailEvent::FulfillmentCancelled {
+            reference: "WH/OUT/00017".into()
+        }]
+    );
+    // Reserved again: requested again (the WMS reopens the order with that reference).
+    let ev = t.apply(&txn(6, unreserve("1.00", "assigned")));
+    assert!(
+        matches!(&ev[..], [e] if matches!(&e.event, RetailEvent::FulfillmentRequested { lines, .. } if lines[0].quantity == dec("2"))),
+        "{ev:?}"
+    );
+    let ev = t.apply(&txn(
+        7,
         vec![ch(
             "stock_picking",
             Op::Update,
@@ -552,6 +636,7 @@ fn restore_then_replay_holds_inventory_back_and_rebooks_idempotently() {
             ("picking_id", "21"),
             ("product_id", "3"),
             ("product_uom_qty", "1"),
+            ("quantity", "1"),
             ("state", "assigned"),
         ],
     ));

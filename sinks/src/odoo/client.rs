@@ -40,7 +40,26 @@ pub enum Call {
         /// Values.
         vals: Value,
     },
-    /// `model.browse(ids).method(**kwargs)`.
+    /// `model.with_context(context).create(vals)`: the new id (a wizard that reads its
+    /// defaults from the context, such as `stock.return.picking`).
+    CreateWith {
+        /// Model.
+        model: &'static str,
+        /// Values.
+        vals: Value,
+        /// Context (`active_id`, `active_model`).
+        context: Value,
+    },
+    /// `model.browse(ids).write(vals)`: true.
+    Write {
+        /// Model.
+        model: &'static str,
+        /// Records.
+        ids: Vec<i64>,
+        /// Values.
+        vals: Value,
+    },
+    /// `model.browse(ids).method(**kwargs)` (a `context` kwarg is the call's context).
     Method {
         /// Model.
         model: &'static str,
@@ -59,6 +78,8 @@ impl Call {
             Call::Search { model, .. }
             | Call::SearchRead { model, .. }
             | Call::Create { model, .. }
+            | Call::CreateWith { model, .. }
+            | Call::Write { model, .. }
             | Call::Method { model, .. } => model,
         }
     }
@@ -67,7 +88,8 @@ impl Call {
         match self {
             Call::Search { .. } => "search",
             Call::SearchRead { .. } => "search_read",
-            Call::Create { .. } => "create",
+            Call::Create { .. } | Call::CreateWith { .. } => "create",
+            Call::Write { .. } => "write",
             Call::Method { method, .. } => method,
         }
     }
@@ -104,6 +126,10 @@ impl Call {
                 (json!([domain]), Value::Object(kw))
             }
             Call::Create { vals, .. } => (json!([vals]), json!({})),
+            Call::CreateWith { vals, context, .. } => {
+                (json!([vals]), json!({ "context": context }))
+            }
+            Call::Write { ids, vals, .. } => (json!([ids, vals]), json!({})),
             Call::Method { ids, kwargs, .. } => (json!([ids]), Value::Object(kwargs.clone())),
         }
     }
@@ -131,6 +157,10 @@ impl Call {
                 b
             }
             Call::Create { vals, .. } => json!({ "vals_list": [vals] }),
+            Call::CreateWith { vals, context, .. } => {
+                json!({ "vals_list": [vals], "context": context })
+            }
+            Call::Write { ids, vals, .. } => json!({ "ids": ids, "vals": vals }),
             Call::Method { ids, kwargs, .. } => {
                 let mut b = kwargs.clone();
                 b.insert("ids".into(), json!(ids));
@@ -188,7 +218,11 @@ impl OdooRpc {
         };
         // JSON-2 creates from a list and answers a list of ids.
         Ok(match (call, v) {
-            (Call::Create { .. }, Value::Array(ids)) if ids.len() == 1 => ids[0].clone(),
+            (Call::Create { .. } | Call::CreateWith { .. }, Value::Array(ids))
+                if ids.len() == 1 =>
+            {
+                ids[0].clone()
+            }
             (_, v) => v,
         })
     }

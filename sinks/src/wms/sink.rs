@@ -6,7 +6,8 @@ use super::client::{Created, WmsClient};
 use crate::policy::SinkError;
 
 /// Delivers fulfillment events to the WMS. At-least-once from the source; the WMS dedupes by
-/// reference (409 on a repeated create is success, cancelling twice is harmless).
+/// reference: a repeated create with the same lines is success, with other lines (the
+/// reservation changed) the order is amended, never duplicated; cancelling twice is harmless.
 pub struct WmsSink {
     client: WmsClient,
 }
@@ -39,7 +40,10 @@ impl WmsSink {
                     .client
                     .create(reference, lines, ship_to, carrier.as_deref())
                     .await?;
-                Ok(created == Created::AlreadyThere)
+                if created == Created::Shipped {
+                    tracing::warn!(%reference, "the WMS order shipped already; what Odoo reserves now cannot change it");
+                }
+                Ok(matches!(created, Created::AlreadyThere | Created::Shipped))
             }
             RetailEvent::FulfillmentCancelled { reference } => {
                 self.client.cancel(reference).await?;

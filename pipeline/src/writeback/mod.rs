@@ -1,0 +1,413 @@
+//! Shopify orders, cancellations and refunds written into Odoo through its external API.
+//!
+//! Two rules hold for every write:
+//! - **Search before create.** Odoo has no idempotency key, so every write is preceded by a
+//!   search for what an earlier attempt may have left: the order by
+//!   `client_order_ref = "shopify:<id>"`, the customer by email, addresses by street, the credit
+//!   note by `ref = "shopify-refund:<id>"`, the return receipt by its origin.
+//! - **Done means read back.** A call that answered is not an effect: Odoo 18 answers
+//!   `sale.order.action_cancel` on a confirmed order with a wizard and cancels nothing. Every
+//!   effect is read back (the order's state and total, the credit note's state and total, the
+//!   return receipt's link to its delivery) before the inbox row, the audit trail or a metric
+//!   calls it done.
+//!
+//! Everything that can make an order fail (its products, taxes, currency, customer) is looked
+//! up before anything is created, so an order that is going to be dead-lettered leaves nothing
+//! in Odoo. Every RPC call and its result goes to the audit trail.
+
+mod order;
+mod refund;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Map, Value};
+use sinks::odoo::{Call, OdooRpc};
+use sinks::SinkError;
+use tokio_postgres::Client;
+use transforms::shopify::TaxKey;
+
+/// What became of a webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Odoo has it (the Odoo record id when there is one).
+    Done {
+        /// sale.order or account.move id.
+        odoo_id: Option<i64>,
+        /// What was done.
+        detail: String,
+    },
+    /// Deliberately not applied (a create after its cancel).
+    Refused(String),
+}
+
+/// How Shopify's data maps onto this Odoo.
+#[derive(Debug, Clone, Default)]
+pub struct WritebackConfig {
+    /// SKU of the delivery product shipping lines become.
+    pub shipping_sku: String,
+    /// SKU of the product rounding lines use (default: the shipping product).
+    pub rounding_sku: Option<String>,
+    /// Warehouse code orders ship from.
+    pub warehouse: Option<String>,
+    /// Partner name orders without a customer go to.
+    pub default_customer: Option<String>,
+    /// Shopify variant id -> Odoo SKU or barcode, for lines without a SKU.
+    pub variant_map: BTreeMap<String, String>,
+}
+
+/// Counters of money that did not come out to the cent.
+#[derive(Debug, Default)]
+pub struct WritebackStats {
+    /// Rounding lines added so an Odoo total equals Shopify's.
+    pub rounding_lines: AtomicU64,
+    /// Orders and credit notes whose Odoo total still differs from Shopify's after rounding.
+    pub total_mismatches: AtomicU64,
+}
+
+/// The write-back settings and client.
+pub struct Writeback {
+    rpc: OdooRpc,
+    cfg: WritebackConfig,
+    /// Counters.
+    pub stats: Arc<WritebackStats>,
+}
+
+/// Who is being written for, for the audit trail.
+pub struct Ctx<'a> {
+    /// State database (audit trail, inbox).
+    pub db: &'a Client,
+    /// Shopify order id.
+    pub shopify_id: &'a str,
+    /// Inbox row.
+    pub inbox_id: i64,
+}
+
+impl Ctx<'_> {
+    async fn audit(&self, kind: &str, detail: &str, odoo_id: Option<i64>) {
+        crate::state::audit(
+            self.db,
+            self.shopify_id,
+            Some(self.inbox_id),
+            kind,
+            detail,
+            odoo_id,
+        )
+        .await;
+    }
+}
+
+fn as_id(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        // Many2one reads as [id, "name"].
+        Value::Array(a) => a.first().and_then(Value::as_i64),
+        _ => None,
+    }
+}
+
+fn decimal(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Number(n) => {
+            let s = n.to_string();
+            s.parse().ok().or_else(|| Decimal::from_scientific(&s).ok())
+        }
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A money amount Odoo read back, rounded to the cent (Odoo answers floats such as 897.33).
+fn cents(v: &Value) -> Decimal {
+    decimal(v).unwrap_or_default().round_dp(2)
+}
+
+fn many2one_name(v: &Value) -> &str {
+    v.as_array()
+        .and_then(|a| a.get(1))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+impl Writeback {
+    /// A write-back over a client.
+    pub fn new(rpc: OdooRpc, cfg: WritebackConfig) -> Self {
+        Self {
+            rpc,
+            cfg,
+            stats: Arc::default(),
+        }
+    }
+
+    async fn call(&self, cx: &Ctx<'_>, call: Call) -> Result<Value, SinkError> {
+        let what = call.describe();
+        let result = self.rpc.call(&call).await;
+        let detail = match &result {
+            Ok(v) => format!(
+                "{what} -> {}",
+                v.to_string().chars().take(200).collect::<String>()
+            ),
+            Err(e) => format!("{what} failed: {e}"),
+        };
+        let odoo_id = match (&call, &result) {
+            (Call::Create { .. } | Call::CreateWith { .. }, Ok(v)) => as_id(v),
+            (Call::Method { ids, .. } | Call::Write { ids, .. }, _) => ids.first().copied(),
+            _ => None,
+        };
+        cx.audit("rpc", &detail, odoo_id).await;
+        result
+    }
+
+    async fn search(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        domain: Value,
+    ) -> Result<Option<i64>, SinkError> {
+        let v = self
+            .call(
+                cx,
+                Call::Search {
+                    model,
+                    domain,
+                    limit: Some(1),
+                },
+            )
+            .await?;
+        Ok(v.as_array().and_then(|a| a.first()).and_then(Value::as_i64))
+    }
+
+    async fn read(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        domain: Value,
+        fields: Vec<&'static str>,
+    ) -> Result<Vec<Value>, SinkError> {
+        let v = self
+            .call(
+                cx,
+                Call::SearchRead {
+                    model,
+                    domain,
+                    fields,
+                    limit: None,
+                },
+            )
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// One record by id, read back: a missing one is a transient failure (the next attempt
+    /// finds what is there).
+    async fn read_one(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        id: i64,
+        fields: Vec<&'static str>,
+    ) -> Result<Value, SinkError> {
+        self.read(cx, model, json!([["id", "=", id]]), fields)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| SinkError::transient(format!("{model} {id} cannot be read back")))
+    }
+
+    async fn method(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        method: &'static str,
+        id: i64,
+        context: Option<Value>,
+    ) -> Result<Value, SinkError> {
+        let mut kwargs = Map::new();
+        if let Some(c) = context {
+            kwargs.insert("context".into(), c);
+        }
+        self.call(
+            cx,
+            Call::Method {
+                model,
+                method,
+                ids: vec![id],
+                kwargs,
+            },
+        )
+        .await
+    }
+
+    async fn write(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        id: i64,
+        vals: Value,
+    ) -> Result<(), SinkError> {
+        self.call(
+            cx,
+            Call::Write {
+                model,
+                ids: vec![id],
+                vals,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn create(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        vals: Value,
+    ) -> Result<i64, SinkError> {
+        let v = self.call(cx, Call::Create { model, vals }).await?;
+        as_id(&v)
+            .ok_or_else(|| SinkError::permanent(format!("{model}.create answered {v}, not an id")))
+    }
+
+    /// Odoo's sale taxes by what they charge (rate, price included).
+    async fn taxes(&self, cx: &Ctx<'_>) -> Result<BTreeMap<TaxKey, i64>, SinkError> {
+        let rows = self
+            .read(
+                cx,
+                "account.tax",
+                json!([
+                    ["type_tax_use", "=", "sale"],
+                    ["amount_type", "=", "percent"]
+                ]),
+                vec!["id", "amount", "price_include"],
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            if let (Some(id), Some(amount)) = (as_id(&r["id"]), decimal(&r["amount"])) {
+                let included = r["price_include"].as_bool().unwrap_or(false);
+                out.entry(((amount / Decimal::ONE_HUNDRED).normalize(), included))
+                    .or_insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Product ids by SKU or barcode (`refs`), as Odoo has them.
+    async fn products(
+        &self,
+        cx: &Ctx<'_>,
+        refs: Vec<String>,
+    ) -> Result<BTreeMap<String, i64>, SinkError> {
+        if refs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = self
+            .read(
+                cx,
+                "product.product",
+                json!(["|", ["default_code", "in", refs], ["barcode", "in", refs]]),
+                vec!["id", "default_code", "barcode"],
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in &rows {
+            let Some(id) = as_id(&r["id"]) else { continue };
+            for key in ["default_code", "barcode"] {
+                if let Some(code) = r[key].as_str().filter(|c| refs.iter().any(|x| x == c)) {
+                    out.entry(code.to_string()).or_insert(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a rounding line so the record's total equals `expected`, when Odoo's 2-decimal
+    /// prices left it off by cents; reads the total back, and records what still differs.
+    /// `lines_field`: `order_line` (sale.order) or `invoice_line_ids` (account.move).
+    async fn settle_total(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        id: i64,
+        expected: Decimal,
+        lines_field: &'static str,
+    ) -> Result<Decimal, SinkError> {
+        let total =
+            cents(&self.read_one(cx, model, id, vec!["amount_total"]).await?["amount_total"]);
+        let diff = expected - total;
+        if diff.is_zero() {
+            return Ok(total);
+        }
+        // A credit note's amounts are positive like an invoice's.
+        let mut line = json!({
+            "name": "Rounding difference with Shopify",
+            "price_unit": diff.to_string(),
+        });
+        if model == "sale.order" {
+            let sku = self
+                .cfg
+                .rounding_sku
+                .clone()
+                .unwrap_or_else(|| self.cfg.shipping_sku.clone());
+            let Some(product) = self
+                .search(cx, "product.product", json!([["default_code", "=", sku]]))
+                .await?
+            else {
+                return self
+                    .mismatch(
+                        cx,
+                        model,
+                        id,
+                        expected,
+                        total,
+                        &format!("no rounding product {sku:?} (odoo.rounding_sku)"),
+                    )
+                    .await;
+            };
+            line["product_id"] = json!(product);
+            line["product_uom_qty"] = json!("1");
+            line["tax_id"] = json!([[6, 0, []]]);
+        } else {
+            line["quantity"] = json!("1");
+            line["tax_ids"] = json!([[6, 0, []]]);
+        }
+        self.write(cx, model, id, json!({ lines_field: [[0, 0, line]] }))
+            .await?;
+        self.stats.rounding_lines.fetch_add(1, Ordering::Relaxed);
+        let after =
+            cents(&self.read_one(cx, model, id, vec!["amount_total"]).await?["amount_total"]);
+        cx.audit(
+            "rounding",
+            &format!("{model} {id}: total {total} in Odoo for {expected} in Shopify; a rounding line of {diff} makes it {after}"),
+            Some(id),
+        )
+        .await;
+        if after != expected {
+            return self
+                .mismatch(cx, model, id, expected, after, "after the rounding line")
+                .await;
+        }
+        Ok(after)
+    }
+
+    async fn mismatch(
+        &self,
+        cx: &Ctx<'_>,
+        model: &str,
+        id: i64,
+        expected: Decimal,
+        total: Decimal,
+        why: &str,
+    ) -> Result<Decimal, SinkError> {
+        self.stats.total_mismatches.fetch_add(1, Ordering::Relaxed);
+        let text = format!(
+            "{model} {id}: total {total} in Odoo differs from {expected} in Shopify by {} ({why})",
+            expected - total
+        );
+        tracing::warn!(%text, "odoo total differs from shopify's");
+        cx.audit("total-mismatch", &text, Some(id)).await;
+        Ok(total)
+    }
+}
