@@ -292,6 +292,13 @@ impl OdooRpc {
                 .map_err(|e| SinkError::transient(format!("{what}: unreadable answer: {e}")))?
             {
                 xmlrpc::Response::Value(v) => Ok(v),
+                // Odoo ran the method, which returned None, and its marshaller (allow_none off)
+                // could not say so: the call succeeded with no value.
+                xmlrpc::Response::Fault(1, text)
+                    if text.contains("cannot marshal None unless allow_none is enabled") =>
+                {
+                    Ok(Value::Null)
+                }
                 xmlrpc::Response::Fault(code, text) => {
                     let name = match code {
                         2 => "odoo.exceptions.UserError",
