@@ -277,6 +277,8 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
                 "location_id": 1,
                 "customer": {"email": format!("shopper{}@example.com", storefront_sales % 7), "first_name": "Shopper"},
                 "shipping_lines": [{"title": "Standard", "price": "4.90"}],
+                // Every fifth sale is a POS sale: no customer at all, as real stores send them.
+                "anonymous": storefront_sales % 5 == 4,
             }))
             .send()
             .await;
@@ -290,11 +292,17 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
                     let id = order["id"].to_string();
                     let r = http
                         .post(format!("{}/_emulator/storefront/orders/{id}/refunds", shopify.url()))
-                        .json(&json!({"refund_line_items": [{"line_item_id": line, "quantity": 1, "restock_type": "no_restock"}]}))
+                        .json(&json!({"refund_line_items": [{"line_item_id": line, "quantity": 1, "restock_type": "no_restock"}],
+                                      "shipping": "4.90"}))
                         .send()
                         .await;
-                    if r.is_ok_and(|r| r.status().is_success()) {
-                        refunded = Some(id);
+                    if let Some(r) = r.ok().filter(|r| r.status().is_success()) {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        let amount = body["transactions"][0]["amount"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string();
+                        refunded = Some((id, amount));
                     }
                 }
             }
@@ -380,21 +388,23 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
          {short} not fully reservable (oversell incidents: Odoo's own sales took the stock first)"
     )?;
     ok &= in_odoo == i64::from(storefront_sales);
-    if let Some(id) = &refunded {
-        let credit: Option<String> = admin
+    if let Some((id, amount)) = &refunded {
+        let credit: Option<(String, String)> = admin
             .query_opt(
-                "SELECT name || ' (' || state || ')' FROM account_move WHERE ref LIKE 'shopify-refund:%' AND invoice_origin IN \
-                 (SELECT name FROM sale_order WHERE client_order_ref = $1)",
+                "SELECT name || ' (' || state || ')', round(amount_total, 2)::text FROM account_move WHERE ref LIKE 'shopify-refund:%' \
+                 AND invoice_origin IN (SELECT name FROM sale_order WHERE client_order_ref = $1)",
                 &[&format!("shopify:{id}")],
             )
             .await?
-            .map(|r| r.get(0));
+            .map(|r| (r.get(0), r.get(1)));
         writeln!(
             out,
-            "shopify refund of order {id}: credit note {}",
-            credit.as_deref().unwrap_or("MISSING")
+            "shopify refund of order {id} (a line, its tax and the shipping: {amount} returned): credit note {}",
+            credit
+                .as_ref()
+                .map_or_else(|| "MISSING".to_string(), |(c, total)| format!("{c} for {total}"))
         )?;
-        ok &= credit.is_some_and(|c| c.ends_with("(posted)"));
+        ok &= credit.is_some_and(|(c, total)| c.ends_with("(posted)") && &total == amount);
     }
     writeln!(
         out,

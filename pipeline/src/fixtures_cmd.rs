@@ -1,5 +1,7 @@
 //! `odoo-cdc fixtures serve <shopify|wms|accounting|odoo>`: run one emulator standalone so a person
-//! can poke it with curl. Prints `service <name> <url>` and serves until interrupted.
+//! can poke it with curl. Prints `service <name> <url>` and serves until interrupted. The
+//! Shopify emulator can be given a catalogue (`--catalogue FILE|URL`), so a real Odoo's products
+//! can be pointed at it.
 
 use std::io::Write;
 use std::time::Duration;
@@ -29,7 +31,25 @@ pub async fn serve(
     time_scale: f64,
     webhook_url: Option<String>,
     db: Option<String>,
+    catalogue: Option<String>,
 ) -> anyhow::Result<()> {
+    let items = match (&catalogue, which) {
+        (Some(c), Emulator::Shopify) => {
+            let items = read_catalogue(c).await?;
+            let known = ShopifyConfig::default().locations;
+            if let Some(i) = items.iter().find(|i| !known.contains_key(&i.location_id)) {
+                anyhow::bail!(
+                    "catalogue {c}: {} is at location {}, the emulator has locations {:?}",
+                    i.sku,
+                    i.location_id,
+                    known.keys().collect::<Vec<_>>()
+                );
+            }
+            Some(items)
+        }
+        (Some(_), _) => anyhow::bail!("--catalogue is for the shopify emulator"),
+        (None, _) => None,
+    };
     let mut out = std::io::stdout().lock();
     // Keep the emulator alive in this scope; each has its own handle type.
     let (_guard, url): (Box<dyn std::any::Any>, String) = match which {
@@ -44,6 +64,20 @@ pub async fn serve(
             )
             .await?;
             let url = e.url();
+            if let Some(items) = items {
+                let mut by_sku: std::collections::BTreeMap<String, Vec<(u64, i64)>> =
+                    std::collections::BTreeMap::new();
+                for i in &items {
+                    by_sku
+                        .entry(i.sku.clone())
+                        .or_default()
+                        .push((i.location_id, i.available));
+                }
+                for (sku, levels) in &by_sku {
+                    e.add_item(sku, levels);
+                }
+                writeln!(out, "catalogue {} SKUs", by_sku.len())?;
+            }
             writeln!(
                 out,
                 "graphql {}  (header X-Shopify-Access-Token: shpat_emulator)",
@@ -113,4 +147,111 @@ pub async fn serve(
     tokio::signal::ctrl_c().await?;
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
+}
+
+/// One catalogue entry: a SKU stocked at a location.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueItem {
+    /// SKU.
+    pub sku: String,
+    /// Units available.
+    pub available: i64,
+    /// Shopify location id (default 1).
+    #[serde(default = "first_location")]
+    pub location_id: u64,
+}
+
+fn first_location() -> u64 {
+    1
+}
+
+/// Reads a catalogue from a file or an http(s) URL.
+pub async fn read_catalogue(source: &str) -> anyhow::Result<Vec<CatalogueItem>> {
+    let text = if source.starts_with("http://") || source.starts_with("https://") {
+        let resp = reqwest::get(source).await?;
+        if !resp.status().is_success() {
+            anyhow::bail!("catalogue {source}: HTTP {}", resp.status());
+        }
+        resp.text().await?
+    } else {
+        std::fs::read_to_string(source).map_err(|e| anyhow::anyhow!("catalogue {source}: {e}"))?
+    };
+    parse_catalogue(&text).map_err(|e| anyhow::anyhow!("catalogue {source}: {e}"))
+}
+
+/// Parses a catalogue: a JSON list of items, or CSV lines `sku,available[,location_id]`
+/// (`#` comments, blank lines and a `sku,...` header are skipped).
+pub fn parse_catalogue(text: &str) -> Result<Vec<CatalogueItem>, String> {
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(text).map_err(|e| format!("not a JSON list of items: {e}"));
+    }
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.to_lowercase().starts_with("sku,") {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let (sku, available, location) = match fields.as_slice() {
+            [sku, available] => (*sku, *available, "1"),
+            [sku, available, location] => (*sku, *available, *location),
+            _ => {
+                return Err(format!(
+                    "line {}: expected sku,available[,location_id]: {line:?}",
+                    n + 1
+                ))
+            }
+        };
+        if sku.is_empty() {
+            return Err(format!("line {}: empty SKU", n + 1));
+        }
+        out.push(CatalogueItem {
+            sku: sku.to_string(),
+            available: available.parse().map_err(|_| {
+                format!(
+                    "line {}: available {available:?} is not a whole number",
+                    n + 1
+                )
+            })?,
+            location_id: location
+                .parse()
+                .map_err(|_| format!("line {}: location_id {location:?} is not a number", n + 1))?,
+        });
+    }
+    if out.is_empty() {
+        return Err("no items".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogues_read_as_csv_or_json_and_bad_lines_are_named() {
+        let csv = "# from Odoo\nsku,available,location_id\nDESK0005, 65\nE-COM07,350,2\n";
+        assert_eq!(
+            parse_catalogue(csv).unwrap(),
+            vec![
+                CatalogueItem {
+                    sku: "DESK0005".into(),
+                    available: 65,
+                    location_id: 1
+                },
+                CatalogueItem {
+                    sku: "E-COM07".into(),
+                    available: 350,
+                    location_id: 2
+                },
+            ]
+        );
+        let json = r#"[{"sku": "A", "available": 3}]"#;
+        assert_eq!(parse_catalogue(json).unwrap()[0].location_id, 1);
+        assert!(parse_catalogue("A,ten").unwrap_err().contains("line 1"));
+        assert!(parse_catalogue("A").unwrap_err().contains("sku,available"));
+        assert!(parse_catalogue("").unwrap_err().contains("no items"));
+        assert!(parse_catalogue(r#"[{"sku": "A"}]"#).is_err());
+    }
 }

@@ -146,6 +146,32 @@ pub fn render(shared: &Shared) -> String {
                 n.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP odoo_cdc_writeback_rounding_lines_total Rounding lines added so an Odoo total equals Shopify's to the cent."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE odoo_cdc_writeback_rounding_lines_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "odoo_cdc_writeback_rounding_lines_total {}",
+            i.writeback.rounding_lines.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP odoo_cdc_writeback_total_mismatches_total Orders and credit notes whose Odoo total still differs from Shopify's (see the audit trail)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE odoo_cdc_writeback_total_mismatches_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "odoo_cdc_writeback_total_mismatches_total {}",
+            i.writeback.total_mismatches.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE odoo_cdc_inbox_apply_seconds histogram");
         i.latency
             .render("odoo_cdc_inbox_apply_seconds", "target=\"odoo\"", &mut out);

@@ -40,6 +40,8 @@ pub struct InboxStats {
     pub retries: AtomicU64,
     /// From receipt to applied.
     pub latency: Histogram,
+    /// Money that needed a rounding line, or still differs from Shopify's.
+    pub writeback: Arc<crate::writeback::WritebackStats>,
 }
 
 /// A row of the inbox.
@@ -234,6 +236,8 @@ pub fn sold(payload: &Value) -> Vec<(String, Option<String>, i64)> {
     order
         .lines
         .iter()
+        // A custom line (no SKU) holds no inventory.
+        .filter(|l| !l.sku.is_empty())
         .filter_map(|l| Some((l.sku.clone(), location.clone(), l.quantity.ceil().to_i64()?)))
         .collect()
 }

@@ -179,6 +179,11 @@ enum FixturesAction {
         /// PostgreSQL URL of the fixture database (the odoo emulator needs it).
         #[arg(long)]
         db: Option<String>,
+        /// The shopify emulator's catalogue: a file or an http(s) URL of CSV lines
+        /// `sku,available[,location_id]` or a JSON list of `{"sku", "available", "location_id"}`
+        /// (for example a real Odoo's SKUs and on-hand levels).
+        #[arg(long)]
+        catalogue: Option<String>,
     },
 }
 
@@ -369,9 +374,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 time_scale,
                 webhook_url,
                 db,
+                catalogue,
             } => {
                 drop(stdout);
-                fixtures_cmd::serve(emulator, port, time_scale, webhook_url, db).await?;
+                fixtures_cmd::serve(emulator, port, time_scale, webhook_url, db, catalogue).await?;
                 return Ok(ExitCode::SUCCESS);
             }
         },

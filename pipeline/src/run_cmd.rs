@@ -164,7 +164,7 @@ pub async fn start_writeback(
     listen_db.batch_execute("LISTEN odoo_cdc_inbox").await?;
     let inbox = crate::inbox::Inbox::new(
         listen_db,
-        build_writeback(o)?,
+        build_writeback(o)?.with_stats(inbox_stats.writeback.clone()),
         wake.clone(),
         w.workers,
         inbox_stats,

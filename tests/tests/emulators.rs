@@ -518,3 +518,80 @@ async fn fixtures_serve_runs_an_emulator_standalone() {
     let _ = child.wait();
     assert!(state["orders"].is_object(), "{state}");
 }
+
+#[tokio::test]
+async fn fixtures_serve_shopify_takes_a_catalogue() {
+    use std::io::BufRead;
+    let dir = odoo_cdc_tests::scratch_dir();
+    let file = dir.join("catalogue.csv");
+    std::fs::write(
+        &file,
+        "sku,available,location_id\nDESK0005,65\nE-COM07,350,2\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(odoo_cdc_tests::odoo_cdc_bin())
+        .args([
+            "fixtures",
+            "serve",
+            "shopify",
+            "--port",
+            "0",
+            "--catalogue",
+            file.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("service shopify ").map(str::to_string))
+    })
+    .await
+    .unwrap()
+    .expect("a `service shopify <url>` line");
+    let state: Value = reqwest::get(format!("{url}/_emulator/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().ok();
+    let _ = child.wait();
+    let mut levels: Vec<(String, u64, i64)> = state["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["sku"].as_str().unwrap().to_string(),
+                l["location_id"].as_u64().unwrap(),
+                l["quantities"]["available"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    levels.sort();
+    assert_eq!(
+        levels,
+        vec![("DESK0005".into(), 1, 65), ("E-COM07".into(), 2, 350)],
+        "{state}"
+    );
+    // A catalogue naming a location the emulator does not have is refused, saying so.
+    std::fs::write(&file, "A,1,9\n").unwrap();
+    let out = odoo_cdc_tests::odoo_cdc(&[
+        "fixtures",
+        "serve",
+        "shopify",
+        "--catalogue",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("location 9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -508,6 +508,11 @@ async fn scenario(r: &Real) {
         .unwrap()
         .port();
     let hook = format!("http://127.0.0.1:{hook_port}/webhooks/shopify");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = scratch_dir();
     let config = dir.join("odoo-cdc.toml");
     let slot = format!("odoo_cdc_real_{run}");
@@ -515,6 +520,7 @@ async fn scenario(r: &Real) {
         &config,
         format!(
             "[source]\nurl = \"{}\"\nslot = \"{slot}\"\npublication = \"{slot}\"\n\n\
+             [runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
              [odoo]\nurl = \"{}\"\ndatabase = \"{}\"\nlogin = \"{}\"\ndefault_customer = \"Shopify POS customer\"\n\n\
              [webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\nshop_domain = \"{SHOP}\"\n\n\
              [sinks.wms]\nbase_url = \"{}\"\n",
@@ -565,22 +571,22 @@ async fn scenario(r: &Real) {
         })
     };
 
-    // 1. Discount, tax and shipping: Odoo's total equals Shopify's to the cent. 5.00 off
-    // 3 x 10.00 is 16.6667 %: Odoo keeps 16.67 % and would drift by a cent.
+    // 1. Discount, tax and shipping: Odoo's total equals Shopify's to the cent. 10.00 off
+    // 3 x 99.99 is 3.3337 %: Odoo keeps 3.33 % (289.98 for 289.97) and would drift by a cent.
     let o1 = base_id + 1;
-    let total1 = d("25.00") + d("3.75") + d("4.90");
+    let total1 = d("289.97") + d("43.50") + d("4.90");
     let body1 = order_payload(
         o1,
         json!([line(
             o1 * 10 + 1,
             &a,
             3,
+            "99.99",
             "10.00",
-            "5.00",
-            json!([{"title": "Tax", "rate": 0.15, "price": "3.75"}])
+            json!([{"title": "Tax", "rate": 0.15, "price": "43.50"}])
         )]),
         json!({"shipping_lines": [{"title": "Standard", "price": "4.90", "tax_lines": []}],
-               "total_price": total1.to_string(), "total_tax": "3.75"}),
+               "total_price": total1.to_string(), "total_tax": "43.50"}),
     );
     assert_eq!(
         post(&hook, "orders/create", &format!("{o1}-c"), &body1).await,
@@ -704,9 +710,9 @@ async fn scenario(r: &Real) {
     // is what Shopify returned (the successful transaction), to the cent.
     let r1 = base_id + 101;
     let refund1 = json!({"id": r1, "order_id": o1, "refund_line_items": [
-            {"line_item_id": o1 * 10 + 1, "quantity": 1, "restock_type": "cancel", "subtotal": "8.33", "total_tax": "1.25"}],
+            {"line_item_id": o1 * 10 + 1, "quantity": 1, "restock_type": "cancel", "subtotal": "96.66", "total_tax": "14.50"}],
         "order_adjustments": [{"kind": "shipping_refund", "amount": "-4.90", "tax_amount": "0.00"}],
-        "transactions": [{"kind": "refund", "status": "success", "amount": "14.48"}]});
+        "transactions": [{"kind": "refund", "status": "success", "amount": "116.06"}]});
     assert_eq!(
         post(&hook, "refunds/create", &format!("{r1}-r"), &refund1).await,
         200
@@ -721,12 +727,12 @@ async fn scenario(r: &Real) {
         )
         .await;
     println!(
-        "refund with shipping: credit note {} {} total {} (Shopify returned 14.48)",
+        "refund with shipping: credit note {} {} total {} (Shopify returned 116.06)",
         cn[0]["move_type"], cn[0]["state"], cn[0]["amount_total"]
     );
     assert_eq!(
         (cn[0]["state"].as_str(), money(&cn[0]["amount_total"])),
-        (Some("posted"), d("14.48"))
+        (Some("posted"), d("116.06"))
     );
     // A refund of an amount only (no lines): its credit note too.
     let r2 = base_id + 102;
@@ -1025,6 +1031,25 @@ async fn scenario(r: &Real) {
     assert!(err.contains("HKD"), "{err}");
     assert_eq!(partners, 0);
 
+    // The cents Odoo's 2-decimal discount could not carry went into a rounding line, recorded;
+    // nothing was left differing.
+    let metrics = odoo_cdc_tests::metrics(metrics_port).await;
+    let rounding = odoo_cdc_tests::series(&metrics, "odoo_cdc_writeback_rounding_lines_total");
+    let mismatches = odoo_cdc_tests::series(&metrics, "odoo_cdc_writeback_total_mismatches_total");
+    let audited = r
+        .sql(&format!(
+            "SELECT detail FROM odoo_cdc.audit WHERE kind = 'rounding' AND shopify_id = '{o1}'"
+        ))
+        .await;
+    println!(
+        "rounding lines {rounding}, totals still differing {mismatches}; order 1: {}",
+        audited
+            .first()
+            .map(|row| row.get::<_, String>(0))
+            .unwrap_or_default()
+    );
+    assert!(rounding >= 1.0 && !audited.is_empty());
+    assert_eq!(mismatches, 0.0);
     let rows = r
         .sql("SELECT status, count(*)::int FROM odoo_cdc.inbox GROUP BY status ORDER BY status")
         .await;

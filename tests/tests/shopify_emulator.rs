@@ -350,3 +350,116 @@ async fn inventory_items_are_searched_by_sku_terms_joined_by_or() {
     let (_, body) = gql(&emu, q, json!({"q": "title:shirt"})).await;
     assert!(body["errors"][0]["message"].is_string(), "{body}");
 }
+
+#[tokio::test]
+async fn storefront_payloads_have_the_shapes_real_stores_send() {
+    use rust_decimal::Decimal;
+    use transforms::shopify::{parse_order, parse_refund};
+    let emu = ShopifyEmulator::start(ShopifyConfig::default(), 0)
+        .await
+        .unwrap();
+    emu.add_item("SKU-EU", &[(1, 10)]);
+    let http = reqwest::Client::new();
+    // A POS sale in another currency with tax-included prices and a custom line.
+    let order: Value = http
+        .post(format!("{}/_emulator/storefront/orders", emu.url()))
+        .json(&json!({"anonymous": true, "currency": "EUR", "taxes_included": true,
+            "line_items": [
+                {"sku": "SKU-EU", "quantity": 2, "price": "24.00", "discount": "4.00",
+                 "tax_lines": [{"title": "VAT", "rate": "0.2", "price": "7.33"}]},
+                {"custom": true, "quantity": 1, "price": "3.00", "tax_lines": [{"title": "VAT", "rate": "0", "price": "0.00"}]}],
+            "shipping_lines": [{"id": 1, "title": "Standard", "price": "5.00", "tax_lines": []}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        order["customer"].is_null()
+            && order["shipping_address"].is_null()
+            && order["billing_address"].is_null(),
+        "{order}"
+    );
+    assert_eq!(order["email"], "");
+    assert_eq!(
+        (
+            order["currency"].as_str(),
+            order["taxes_included"].as_bool()
+        ),
+        (Some("EUR"), Some(true))
+    );
+    let custom = &order["line_items"][1];
+    assert!(
+        custom["sku"].is_null() && custom["variant_id"].is_null(),
+        "{custom}"
+    );
+    // Tax included: the total is what was paid, 48 - 4 + 3 + 5.
+    assert_eq!(order["total_price"], "52.00");
+    assert_eq!(
+        order["total_price_set"]["shop_money"]["currency_code"],
+        "EUR"
+    );
+    assert_eq!(
+        order["line_items"][0]["price_set"]["presentment_money"]["amount"],
+        "24.00"
+    );
+    let parsed = parse_order(&order).unwrap();
+    assert!(!parsed.has_customer());
+    assert_eq!(parsed.expected_total(), Decimal::new(5200, 2));
+    // A refund of one unit with the shipping and a goodwill amount: shipping as an adjustment
+    // and a shipping line, the extra as a discrepancy, the money as a successful transaction.
+    let id = order["id"].as_u64().unwrap();
+    let line = order["line_items"][0]["id"].clone();
+    let refund: Value = http
+        .post(format!("{}/_emulator/storefront/orders/{id}/refunds", emu.url()))
+        .json(&json!({"refund_line_items": [{"line_item_id": line, "quantity": 1, "restock_type": "return"}],
+                      "shipping": "5.00", "extra": "1.50"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = refund["order_adjustments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["shipping_refund", "refund_discrepancy"]);
+    assert_eq!(refund["order_adjustments"][0]["amount"], "-5.00");
+    assert_eq!(
+        refund["refund_shipping_lines"][0]["subtotal_amount_set"]["shop_money"]["amount"],
+        "5.00"
+    );
+    // One of two units: half of the 44.00 paid for the line, plus shipping and the extra.
+    assert_eq!(refund["refund_line_items"][0]["subtotal"], "22.00");
+    assert_eq!(refund["transactions"][0]["status"], "success");
+    assert_eq!(refund["transactions"][0]["amount"], "28.50");
+    let parsed = parse_refund(&refund).unwrap();
+    assert_eq!(
+        parsed.shipping,
+        Decimal::new(500, 2),
+        "shipping counted once"
+    );
+    assert_eq!(parsed.expected_total(), Decimal::new(2850, 2));
+    // Refunds without lines are real too.
+    let refund: Value = http
+        .post(format!(
+            "{}/_emulator/storefront/orders/{id}/refunds",
+            emu.url()
+        ))
+        .json(&json!({"extra": "1.00"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refund["refund_line_items"], json!([]));
+    assert_eq!(
+        parse_refund(&refund).unwrap().expected_total(),
+        Decimal::ONE
+    );
+}

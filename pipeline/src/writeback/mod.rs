@@ -141,6 +141,12 @@ impl Writeback {
         }
     }
 
+    /// Counts into `stats` (shared with `/metrics`).
+    pub fn with_stats(mut self, stats: Arc<WritebackStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     async fn call(&self, cx: &Ctx<'_>, call: Call) -> Result<Value, SinkError> {
         let what = call.describe();
         let result = self.rpc.call(&call).await;
