@@ -226,3 +226,61 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn wms_orders_follow_what_odoo_reserves_amended_never_duplicated() {
+    let emu = WmsEmulator::start(
+        WmsEmuCfg {
+            ship_delay: Duration::from_secs(3600),
+            ..WmsEmuCfg::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let client = WmsClient::new(WmsConfig {
+        base_url: emu.url(),
+        api_key: "wms-key".into(),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let sink = WmsSink::new(client);
+    let with_qty = |q: i64| {
+        let mut r = request();
+        if let RetailEvent::FulfillmentRequested { lines, .. } = &mut r {
+            lines[0].quantity = Decimal::from(q);
+        }
+        r
+    };
+    sink.deliver(&with_qty(2)).await.unwrap();
+    // The reservation grew before it shipped: the same order, amended.
+    assert!(
+        !sink.deliver(&with_qty(3)).await.unwrap(),
+        "an amendment is a change"
+    );
+    let orders = emu.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        (
+            orders["WH/OUT/00017"].lines[0].quantity,
+            orders["WH/OUT/00017"].revision
+        ),
+        (3, 1)
+    );
+    // Unreserved: cancelled; reserved again: the cancelled order reopens with the lines.
+    sink.deliver(&RetailEvent::FulfillmentCancelled {
+        reference: "WH/OUT/00017".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(emu.orders()["WH/OUT/00017"].status, "cancelled");
+    sink.deliver(&with_qty(1)).await.unwrap();
+    let o = &emu.orders()["WH/OUT/00017"];
+    assert_eq!(
+        (o.status.as_str(), o.lines[0].quantity, emu.orders().len()),
+        ("open", 1, 1)
+    );
+    // A repeat of what the WMS has is success, with no new revision.
+    assert!(sink.deliver(&with_qty(1)).await.unwrap());
+    assert_eq!(emu.orders()["WH/OUT/00017"].revision, 2);
+}

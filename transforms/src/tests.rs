@@ -722,3 +722,41 @@ fn restore_then_replay_holds_inventory_back_and_rebooks_idempotently() {
         .collect();
     assert_eq!(quantities, vec![dec("10"), dec("9")]);
 }
+
+#[test]
+fn the_initial_sync_asks_for_what_is_reserved_not_the_demand() {
+    let mut t = Transformer::new(OdooVersion::V18);
+    let mut snap = base();
+    snap.push(ch(
+        "stock_picking",
+        Op::Snapshot,
+        &[
+            ("id", "30"),
+            ("name", "WH/OUT/00030"),
+            ("state", "assigned"),
+            ("picking_type_id", "2"),
+            ("partner_id", "10"),
+        ],
+    ));
+    snap.push(ch(
+        "stock_move",
+        Op::Snapshot,
+        &[
+            ("id", "60"),
+            ("picking_id", "30"),
+            ("product_id", "3"),
+            ("product_uom_qty", "180"),
+            ("quantity", "100"),
+            ("state", "partially_available"),
+        ],
+    ));
+    let ev = t.initial(&txn(1, snap), None);
+    let asked: Vec<Decimal> = ev
+        .iter()
+        .filter_map(|e| match &e.event {
+            RetailEvent::FulfillmentRequested { lines, .. } => Some(lines[0].quantity),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![dec("100")], "{ev:?}");
+}
