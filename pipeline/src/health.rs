@@ -181,6 +181,12 @@ pub fn render(shared: &Shared) -> String {
 
 /// Serves `/healthz` and `/metrics` on 127.0.0.1:`port`.
 pub async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<Server> {
+    serve_on(shared, &format!("127.0.0.1:{port}")).await
+}
+
+/// Serves `/healthz` and `/metrics` on `addr` (`runtime.metrics_listen`: its host is honoured,
+/// `0.0.0.0:9090` listens on every interface for a remote Prometheus).
+pub async fn serve_on(shared: Arc<Shared>, addr: &str) -> std::io::Result<Server> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -188,5 +194,5 @@ pub async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<Server> {
             get(|State(s): State<Arc<Shared>>| async move { render(&s) }),
         )
         .with_state(shared);
-    Server::start(app, port).await
+    Server::start_on(app, addr).await
 }

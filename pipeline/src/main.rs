@@ -37,7 +37,7 @@ struct SourceArgs {
     #[arg(long, default_value = DEFAULT_PUBLICATION)]
     publication: String,
     /// Managed mode: never create or drop a slot or publication; fail clearly when missing.
-    #[arg(long, env = "ODOO_CDC_MANAGED")]
+    #[arg(long, env = "ODOO_CDC_MANAGED", value_parser = clap::builder::BoolishValueParser::new())]
     managed: bool,
 }
 
@@ -225,8 +225,12 @@ enum SlotAction {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: never into a file or a pipe, never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

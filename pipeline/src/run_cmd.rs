@@ -277,14 +277,11 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         ..Shared::default()
     });
     let _health = match &cfg.runtime.metrics_listen {
-        Some(addr) => {
-            let port = addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| anyhow!("runtime.metrics_listen: no port in {addr:?}"))?;
-            Some(crate::health::serve(shared.clone(), port).await?)
-        }
+        Some(addr) => Some(
+            crate::health::serve_on(shared.clone(), addr)
+                .await
+                .with_context(|| format!("runtime.metrics_listen: cannot listen on {addr}"))?,
+        ),
         None => None,
     };
     let (inbox_stop, _webhook_server) = match (&cfg.webhooks, &cfg.odoo) {
