@@ -222,6 +222,19 @@ impl Writeback {
             .ok_or_else(|| SinkError::transient(format!("{model} {id} cannot be read back")))
     }
 
+    /// A record's `state`, read back.
+    async fn state_of(
+        &self,
+        cx: &Ctx<'_>,
+        model: &'static str,
+        id: i64,
+    ) -> Result<String, SinkError> {
+        Ok(self.read_one(cx, model, id, vec!["state"]).await?["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string())
+    }
+
     async fn method(
         &self,
         cx: &Ctx<'_>,

@@ -247,10 +247,7 @@ impl Writeback {
     async fn confirm(&self, cx: &Ctx<'_>, id: i64) -> Result<(), SinkError> {
         self.method(cx, "sale.order", "action_confirm", id, None)
             .await?;
-        let state = self.read_one(cx, "sale.order", id, vec!["state"]).await?["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let state = self.state_of(cx, "sale.order", id).await?;
         if state != "sale" {
             return Err(SinkError::transient(format!(
                 "sale.order {id}: action_confirm answered, but the order is {state:?}"
@@ -341,11 +338,6 @@ impl Writeback {
         // Build once with a placeholder customer: an unmapped tax or shipping product refuses
         // the order here, before the customer is created.
         shopify::sale_order_vals(order, &ids).map_err(unmapped)?;
-        if !order.has_customer() && self.cfg.default_customer.is_none() {
-            return Err(SinkError::permanent(
-                "the order has no customer (no email, no name) and [odoo] default_customer is not set",
-            ));
-        }
         let (partner_id, shipping_partner_id, invoice_partner_id) = self.partner(cx, order).await?;
         ids.partner_id = partner_id;
         ids.shipping_partner_id = shipping_partner_id;
@@ -405,10 +397,7 @@ impl Writeback {
                 Some(json!({"disable_cancel_warning": true})),
             )
             .await?;
-        let mut state = self.read_one(cx, "sale.order", id, vec!["state"]).await?["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let mut state = self.state_of(cx, "sale.order", id).await?;
         if state != "cancel" && answer["res_model"] == "sale.order.cancel" {
             // The context was not honoured: go through the wizard, as a person would.
             let wizard = self
@@ -416,10 +405,7 @@ impl Writeback {
                 .await?;
             self.method(cx, "sale.order.cancel", "action_cancel", wizard, None)
                 .await?;
-            state = self.read_one(cx, "sale.order", id, vec!["state"]).await?["state"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
+            state = self.state_of(cx, "sale.order", id).await?;
         }
         if state != "cancel" {
             return Err(SinkError::permanent(format!(

@@ -42,10 +42,7 @@ impl Writeback {
             .await?;
         self.method(cx, "account.move", "action_post", id, None)
             .await?;
-        let state = self.read_one(cx, "account.move", id, vec!["state"]).await?["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let state = self.state_of(cx, "account.move", id).await?;
         if state != "posted" {
             return Err(SinkError::transient(format!(
                 "account.move {id}: action_post answered, but the credit note is {state:?}"
