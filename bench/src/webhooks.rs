@@ -49,10 +49,11 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
         let odoo_rpc =
             OdooRpcEmulator::start(OdooRpcConfig::new(&cluster.superuser_url("odoo")), 0).await?;
         let source: cdc::SourceConfig = cluster.url().parse()?;
-        let state = Arc::new(source.sql_client().await?);
+        let state_db = pipeline::state::StateDb::connect(&source).await?;
+        let state = state_db.client().await?;
         pipeline::state::migrate(&state).await?;
         let shared = Arc::new(Shared {
-            state: Some(state.clone()),
+            state: Some(state_db.clone()),
             ..Shared::default()
         });
         let (db, login, key, _) = odoo_rpc.credentials();

@@ -119,6 +119,16 @@ pub(crate) fn server_error(mut fields: ErrorFields<'_>) -> ReplError {
 impl ReplicationConnection {
     /// Connects, authenticates and waits until the server is ready for commands.
     pub async fn connect(cfg: &SourceConfig) -> Result<Self, ReplError> {
+        Self::connect_inner(cfg).await.map_err(|e| ReplError::At {
+            addr: format!(
+                "replication connection to {}:{} (database {})",
+                cfg.host, cfg.port, cfg.dbname
+            ),
+            source: Box::new(e),
+        })
+    }
+
+    async fn connect_inner(cfg: &SourceConfig) -> Result<Self, ReplError> {
         let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
         tcp.set_nodelay(true)?;
         let (socket, tls) = negotiate_tls(tcp, cfg).await?;

@@ -52,17 +52,35 @@ pub enum ReplError {
     /// The slot or publication does not exist and odoo-cdc may not create it.
     #[error("{0}")]
     Missing(String),
+    /// Connecting to the server (or starting the session) failed; names the server.
+    #[error("{addr}")]
+    At {
+        /// `host:port` (and database).
+        addr: String,
+        /// What failed.
+        #[source]
+        source: Box<ReplError>,
+    },
+    /// Writing odoo-cdc's own output (stdout) failed: not the connection's fault.
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
     /// Spooling a streamed transaction to disk failed.
     #[error("spool file")]
     Spool(#[source] std::io::Error),
 }
 
 impl ReplError {
+    /// Whether this is a write to a closed stdout pipe (`odoo-cdc slot status | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, ReplError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     /// Whether reconnecting (with backoff) may succeed: connection loss, server restarts and
     /// shutdowns, a slot still held by a walsender that has not noticed its client died.
     pub fn is_transient(&self) -> bool {
         match self {
             ReplError::Io(_) | ReplError::Closed => true,
+            ReplError::At { source, .. } => source.is_transient(),
             ReplError::Server(e) => is_transient_sqlstate(&e.code),
             ReplError::Sql(e) => match e.code() {
                 Some(code) => is_transient_sqlstate(code.code()),

@@ -122,6 +122,19 @@ impl SourceConfig {
         &self,
         notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
     ) -> Result<tokio_postgres::Client, ReplError> {
+        self.sql_connect(notify).await.map_err(|e| ReplError::At {
+            addr: format!(
+                "connection to {}:{} (database {})",
+                self.host, self.port, self.dbname
+            ),
+            source: Box::new(e),
+        })
+    }
+
+    async fn sql_connect(
+        &self,
+        notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+    ) -> Result<tokio_postgres::Client, ReplError> {
         let mut cfg = tokio_postgres::Config::from_str(&self.url)
             .map_err(|e| ReplError::Config(format!("invalid postgres url: {e}")))?;
         if let Some(p) = &self.password {

@@ -187,7 +187,18 @@ pub struct Runtime {
     /// Metrics and health listen address.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// `/readyz` turns red when a sink has been failing (retrying or parked) this long, or the
+    /// inbox has a webhook due and not picked up this long.
+    #[serde(default = "default_unready_after")]
+    pub unready_after_secs: u64,
 }
+
+fn default_unready_after() -> u64 {
+    DEFAULT_UNREADY_AFTER_SECS
+}
+
+/// Default of `runtime.unready_after_secs`.
+pub const DEFAULT_UNREADY_AFTER_SECS: u64 = 60;
 
 fn default_max_hold() -> u64 {
     DEFAULT_MAX_HOLD_SECS
@@ -206,6 +217,7 @@ impl Default for Runtime {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             partitions: default_partitions(),
             metrics_listen: None,
+            unready_after_secs: DEFAULT_UNREADY_AFTER_SECS,
         }
     }
 }
@@ -401,6 +413,13 @@ impl Config {
 
     /// Checks every field; the first problem names its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_source()?;
+        self.validate_rest()
+    }
+
+    /// Checks only what reading odoo-cdc's state needs (the source connection): the read-only
+    /// commands (`status`, `dlq list`, `audit`) run without any sink's secret.
+    pub fn validate_source(&self) -> Result<(), ConfigError> {
         tokio_postgres::Config::from_str(&self.source.url)
             .map_err(|e| err("source.url", e.to_string()))?;
         if self.source.slot.is_empty()
@@ -424,6 +443,10 @@ impl Config {
                 "odoo-cdc supports Odoo 17, 18 and 19",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_rest(&self) -> Result<(), ConfigError> {
         if self.runtime.max_hold_secs == 0 {
             return Err(err("runtime.max_hold_secs", "must be at least 1"));
         }

@@ -70,10 +70,11 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         OdooRpcEmulator::start(OdooRpcConfig::new(&cluster.superuser_url("odoo")), 0).await?;
     // odoo-cdc's own state (inbox, outbox, dead letters, audit) in the odoo_cdc schema.
     let source = cdc::SourceConfig::from_str(&cluster.url())?;
-    let state = Arc::new(source.sql_client().await?);
+    let state_db = crate::state::StateDb::connect(&source).await?;
+    let state = state_db.client().await?;
     crate::state::migrate(&state).await?;
     let shared = Arc::new(Shared {
-        state: Some(state.clone()),
+        state: Some(state_db.clone()),
         ..Shared::default()
     });
     let shop_defaults = ShopEmuCfg::default();

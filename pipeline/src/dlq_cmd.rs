@@ -10,13 +10,25 @@ use transforms::RetailEvent;
 
 use crate::config::Config;
 
-async fn state_client(cfg: &mut Config) -> Result<tokio_postgres::Client> {
+/// The source settings of a config (environment applied): the whole config is checked for
+/// commands that deliver (`read_only` false), only the source for those that read.
+pub fn source_of(cfg: &mut Config, read_only: bool) -> Result<SourceConfig> {
     cfg.apply_env(&|k| std::env::var(k).ok());
-    cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
+    if read_only {
+        cfg.validate_source()
+    } else {
+        cfg.validate()
+    }
+    .map_err(|e| anyhow!("config: {e}"))?;
     let mut source = SourceConfig::from_str(&cfg.source.url)?;
     if !cfg.source.password.expose().is_empty() {
         source.password = Some(cfg.source.password.expose().to_string());
     }
+    Ok(source)
+}
+
+async fn state_client(cfg: &mut Config, read_only: bool) -> Result<tokio_postgres::Client> {
+    let source = source_of(cfg, read_only)?;
     let client = source.sql_client().await?;
     crate::state::migrate(&client).await?;
     Ok(client)
@@ -24,7 +36,7 @@ async fn state_client(cfg: &mut Config) -> Result<tokio_postgres::Client> {
 
 /// Prints the dead letters.
 pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<()> {
-    let client = state_client(&mut cfg).await?;
+    let client = state_client(&mut cfg, true).await?;
     let rows = client
         .query(
             "SELECT id, sink, key, source_lsn, reason, created_at::text, replayed_at::text, event::text \
@@ -64,7 +76,8 @@ pub async fn replay(
     if id.is_none() && !all {
         bail!("say which: --id N or --all");
     }
-    let client = std::sync::Arc::new(state_client(&mut cfg).await?);
+    let db = crate::state::StateDb::fixed(state_client(&mut cfg, false).await?);
+    let client = db.client().await?;
     let rows = client
         .query(
             "SELECT id, sink, event::text FROM odoo_cdc.dead_letters WHERE replayed_at IS NULL AND ($1::bigint IS NULL OR id = $1) ORDER BY id",
@@ -75,7 +88,7 @@ pub async fn replay(
         writeln!(out, "nothing to replay")?;
         return Ok(true);
     }
-    let mut sinks = crate::run_cmd::build_sinks(&cfg, &client).await?;
+    let mut sinks = crate::run_cmd::build_sinks(&cfg, &db).await?;
     let mut all_ok = true;
     for r in rows {
         let (id, sink): (i64, String) = (r.get(0), r.get(1));
@@ -205,7 +218,7 @@ async fn replay_webhook(
 
 /// `odoo-cdc audit --order <shopify id>`: the trail, oldest first; false when there is none.
 pub async fn audit(mut cfg: Config, order: &str, json: bool, out: &mut impl Write) -> Result<bool> {
-    let client = state_client(&mut cfg).await?;
+    let client = state_client(&mut cfg, true).await?;
     let rows = client
         .query(
             "SELECT id, at::text, kind, inbox_id, odoo_id, detail FROM odoo_cdc.audit WHERE shopify_id = $1 ORDER BY id",

@@ -1,120 +1,213 @@
-//! `/healthz` and `/metrics` (Prometheus text format) of a running pipeline.
+//! `/healthz` (alive), `/readyz` (everything that must work, works) and `/metrics`
+//! (Prometheus text format, every family with its HELP and TYPE) of a running pipeline.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use fixtures::emulator::Server;
+use serde_json::{json, Value};
 
 use crate::runtime::Shared;
+
+/// Writes the HELP and TYPE lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One unlabelled sample with its family lines.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
 
 /// Renders the metrics.
 pub fn render(shared: &Shared) -> String {
     let mut out = String::new();
+    let o = &mut out;
     let read = shared.read.load(Ordering::Relaxed);
     let confirmed = shared.confirmed.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "# TYPE odoo_cdc_read_lsn gauge\nodoo_cdc_read_lsn {read}"
+    single(
+        o,
+        "odoo_cdc_read_lsn",
+        "gauge",
+        "Commit end of the newest transaction read from the slot.",
+        read,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE odoo_cdc_confirmed_lsn gauge\nodoo_cdc_confirmed_lsn {confirmed}"
+    single(
+        o,
+        "odoo_cdc_confirmed_lsn",
+        "gauge",
+        "Position confirmed to PostgreSQL (the slot's confirmed_flush_lsn).",
+        confirmed,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE odoo_cdc_unconfirmed_bytes gauge\nodoo_cdc_unconfirmed_bytes {}",
-        read.saturating_sub(confirmed)
+    single(
+        o,
+        "odoo_cdc_unconfirmed_bytes",
+        "gauge",
+        "WAL read but not yet confirmed (waiting for a sink).",
+        read.saturating_sub(confirmed),
     );
-    let _ = writeln!(
-        out,
-        "# TYPE odoo_cdc_transactions_total counter\nodoo_cdc_transactions_total {}",
-        shared.transactions.load(Ordering::Relaxed)
+    single(
+        o,
+        "odoo_cdc_transactions_total",
+        "counter",
+        "Transactions read from the slot.",
+        shared.transactions.load(Ordering::Relaxed),
     );
+    // Lag is absent until measured: before the server has reported its WAL position and the
+    // slot's position is known, any number would be false.
     let wal = shared.server_wal.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "# TYPE odoo_cdc_replication_lag_bytes gauge\nodoo_cdc_replication_lag_bytes {}",
-        wal.saturating_sub(confirmed)
+    if wal > 0 && confirmed > 0 {
+        single(
+            o,
+            "odoo_cdc_replication_lag_bytes",
+            "gauge",
+            "Server WAL position minus the confirmed position.",
+            wal.saturating_sub(confirmed),
+        );
+        let since = shared.behind_since_us.load(Ordering::Relaxed);
+        let lag_secs = if since == 0 {
+            0.0
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            now.saturating_sub(since) as f64 / 1e6
+        };
+        single(
+            o,
+            "odoo_cdc_replication_lag_seconds",
+            "gauge",
+            "How long the oldest transaction read but not confirmed has waited (0 when caught up).",
+            lag_secs,
+        );
+    }
+    let streaming = matches!(
+        shared.replication.lock().ok().as_deref(),
+        Some(Some(Ok(())))
     );
-    let since = shared.behind_since_us.load(Ordering::Relaxed);
-    let lag_secs = if since == 0 {
-        0.0
-    } else {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        now.saturating_sub(since) as f64 / 1e6
-    };
-    let _ = writeln!(out, "# TYPE odoo_cdc_replication_lag_seconds gauge\nodoo_cdc_replication_lag_seconds {lag_secs}");
+    single(
+        o,
+        "odoo_cdc_replication_up",
+        "gauge",
+        "1 while the replication stream is connected.",
+        u8::from(streaming),
+    );
+    if let Some(state) = &shared.state {
+        single(
+            o,
+            "odoo_cdc_state_up",
+            "gauge",
+            "1 while the connection to odoo-cdc's state database works.",
+            u8::from(state.is_up()),
+        );
+        single(
+            o,
+            "odoo_cdc_state_reconnects_total",
+            "counter",
+            "Connections to odoo-cdc's state database replaced after one was lost.",
+            state.reconnects.load(Ordering::Relaxed),
+        );
+    }
     let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_delivered_total counter");
-    for (name, s) in &stats {
-        let _ = writeln!(
-            out,
-            "odoo_cdc_sink_delivered_total{{sink=\"{name}\"}} {}",
-            s.delivered.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_retries_total counter");
-    for (name, s) in &stats {
-        let _ = writeln!(
-            out,
-            "odoo_cdc_sink_retries_total{{sink=\"{name}\"}} {}",
-            s.retries.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_parked_total counter");
-    for (name, s) in &stats {
-        let _ = writeln!(
-            out,
-            "odoo_cdc_sink_parked_total{{sink=\"{name}\"}} {}",
-            s.parked.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_deliveries_total counter");
+    let per_sink = |o: &mut String,
+                    name: &str,
+                    kind: &str,
+                    help: &str,
+                    f: &dyn Fn(&crate::runtime::SinkStats) -> u64| {
+        family(o, name, kind, help);
+        for (sink, s) in &stats {
+            let _ = writeln!(o, "{name}{{sink=\"{sink}\"}} {}", f(s));
+        }
+    };
+    per_sink(
+        o,
+        "odoo_cdc_sink_delivered_total",
+        "counter",
+        "Events a sink acknowledged.",
+        &|s| s.delivered.load(Ordering::Relaxed),
+    );
+    per_sink(
+        o,
+        "odoo_cdc_sink_retries_total",
+        "counter",
+        "Transient delivery failures retried.",
+        &|s| s.retries.load(Ordering::Relaxed),
+    );
+    per_sink(
+        o,
+        "odoo_cdc_sink_parked_total",
+        "counter",
+        "Events parked in the outbox (sink down past max_hold).",
+        &|s| s.parked.load(Ordering::Relaxed),
+    );
+    family(
+        o,
+        "odoo_cdc_sink_deliveries_total",
+        "counter",
+        "Deliveries by what sent them (urgent, interval, queued, released).",
+    );
     for (name, s) in &stats {
         for (why, n) in crate::runtime::DELIVERY_CAUSES.iter().zip(&s.deliveries) {
             let _ = writeln!(
-                out,
+                o,
                 "odoo_cdc_sink_deliveries_total{{sink=\"{name}\",cause=\"{why}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
         }
     }
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_queue_depth gauge");
-    for (name, s) in &stats {
-        let done = s.delivered.load(Ordering::Relaxed)
-            + s.dead.load(Ordering::Relaxed)
-            + s.parked.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "odoo_cdc_sink_queue_depth{{sink=\"{name}\"}} {}",
+    per_sink(
+        o,
+        "odoo_cdc_sink_queue_depth",
+        "gauge",
+        "Events queued for a sink and not yet delivered, dead-lettered or parked.",
+        &|s| {
+            let done = s.delivered.load(Ordering::Relaxed)
+                + s.dead.load(Ordering::Relaxed)
+                + s.parked.load(Ordering::Relaxed);
             s.enqueued.load(Ordering::Relaxed).saturating_sub(done)
-        );
-    }
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_latency_seconds histogram");
+        },
+    );
+    per_sink(
+        o,
+        "odoo_cdc_sink_failing_seconds",
+        "gauge",
+        "How long a sink has been failing (0 while it delivers).",
+        &|s| s.failing_for().map_or(0, |d| d.as_secs()),
+    );
+    family(
+        o,
+        "odoo_cdc_sink_latency_seconds",
+        "histogram",
+        "From Odoo's commit to the sink's acknowledgement.",
+    );
     for (name, s) in &stats {
         s.latency.render(
             "odoo_cdc_sink_latency_seconds",
             &format!("sink=\"{name}\""),
-            &mut out,
+            o,
         );
     }
-    let _ = writeln!(out, "# TYPE odoo_cdc_sink_dead_lettered_total counter");
-    for (name, s) in &stats {
-        let _ = writeln!(
-            out,
-            "odoo_cdc_sink_dead_lettered_total{{sink=\"{name}\"}} {}",
-            s.dead.load(Ordering::Relaxed)
-        );
-    }
+    per_sink(
+        o,
+        "odoo_cdc_sink_dead_lettered_total",
+        "counter",
+        "Events a sink refused for good (see `odoo-cdc dlq list`).",
+        &|s| s.dead.load(Ordering::Relaxed),
+    );
     let writeback = shared.writeback.lock().ok().and_then(|g| g.clone());
     if let Some((r, i)) = writeback {
-        let _ = writeln!(out, "# TYPE odoo_cdc_webhooks_total counter");
+        family(
+            o,
+            "odoo_cdc_webhooks_total",
+            "counter",
+            "Shopify webhooks by result.",
+        );
         for (result, n) in [
             ("accepted", &r.accepted),
             ("duplicate", &r.duplicates),
@@ -122,18 +215,37 @@ pub fn render(shared: &Shared) -> String {
             ("malformed", &r.malformed),
         ] {
             let _ = writeln!(
-                out,
+                o,
                 "odoo_cdc_webhooks_total{{result=\"{result}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# TYPE odoo_cdc_webhook_answer_seconds histogram");
-        r.latency.render(
-            "odoo_cdc_webhook_answer_seconds",
-            "source=\"shopify\"",
-            &mut out,
+        family(
+            o,
+            "odoo_cdc_webhook_responses_total",
+            "counter",
+            "Every answer of the webhook receiver, by HTTP status (413 and 503 included).",
         );
-        let _ = writeln!(out, "# TYPE odoo_cdc_inbox_total counter");
+        for (status, n) in r.answers() {
+            let _ = writeln!(
+                o,
+                "odoo_cdc_webhook_responses_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        family(
+            o,
+            "odoo_cdc_webhook_answer_seconds",
+            "histogram",
+            "Time to commit an accepted webhook and answer 200.",
+        );
+        r.latency
+            .render("odoo_cdc_webhook_answer_seconds", "source=\"shopify\"", o);
+        family(
+            o,
+            "odoo_cdc_inbox_total",
+            "counter",
+            "Inbox rows by what applying them came to.",
+        );
         for (result, n) in [
             ("applied", &i.applied),
             ("refused", &i.refused),
@@ -141,54 +253,148 @@ pub fn render(shared: &Shared) -> String {
             ("retried", &i.retries),
         ] {
             let _ = writeln!(
-                out,
+                o,
                 "odoo_cdc_inbox_total{{result=\"{result}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP odoo_cdc_writeback_rounding_lines_total Rounding lines added so an Odoo total equals Shopify's to the cent."
+        single(
+            o,
+            "odoo_cdc_writeback_rounding_lines_total",
+            "counter",
+            "Rounding lines added so an Odoo total equals Shopify's to the cent.",
+            i.writeback.rounding_lines.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE odoo_cdc_writeback_rounding_lines_total counter"
+        single(
+            o,
+            "odoo_cdc_writeback_total_mismatches_total",
+            "counter",
+            "Orders and credit notes whose Odoo total still differs from Shopify's (see the audit trail).",
+            i.writeback.total_mismatches.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "odoo_cdc_writeback_rounding_lines_total {}",
-            i.writeback.rounding_lines.load(Ordering::Relaxed)
+        family(
+            o,
+            "odoo_cdc_inbox_apply_seconds",
+            "histogram",
+            "From a webhook's receipt to its effect in Odoo.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP odoo_cdc_writeback_total_mismatches_total Orders and credit notes whose Odoo total still differs from Shopify's (see the audit trail)."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE odoo_cdc_writeback_total_mismatches_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "odoo_cdc_writeback_total_mismatches_total {}",
-            i.writeback.total_mismatches.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE odoo_cdc_inbox_apply_seconds histogram");
         i.latency
-            .render("odoo_cdc_inbox_apply_seconds", "target=\"odoo\"", &mut out);
+            .render("odoo_cdc_inbox_apply_seconds", "target=\"odoo\"", o);
     }
     out
 }
 
-/// Serves `/healthz` and `/metrics` on 127.0.0.1:`port`.
+/// One readiness check: its name, whether it passes, and what it found.
+fn check(ok: bool, detail: impl Into<Value>) -> Value {
+    json!({"ok": ok, "detail": detail.into()})
+}
+
+/// The readiness checks: replication streaming, the state database reachable, no sink failing
+/// (retrying or parked) longer than `runtime.unready_after_secs`, the inbox not stuck.
+pub async fn readiness(shared: &Shared) -> (bool, Value) {
+    let limit = shared.unready_after();
+    let mut checks = serde_json::Map::new();
+    let replication = match shared.replication.lock().ok().and_then(|g| g.clone()) {
+        Some(Ok(())) => check(true, "streaming"),
+        Some(Err(e)) => check(false, e),
+        None => check(false, "starting"),
+    };
+    checks.insert("replication".into(), replication);
+    let mut inbox_check = None;
+    if let Some(state) = &shared.state {
+        let ping = state.ping().await;
+        checks.insert(
+            "state".into(),
+            match &ping {
+                Ok(()) => check(true, "reachable"),
+                Err(e) => check(false, e.to_string()),
+            },
+        );
+        if ping.is_ok() && shared.writeback.lock().is_ok_and(|g| g.is_some()) {
+            // A webhook due for longer than the limit and still pending: the worker is stuck
+            // (Odoo unreachable, or the worker itself).
+            let stuck = match state.client().await {
+                Ok(c) => c
+                    .query_one(
+                        "SELECT count(*), count(*) FILTER (WHERE next_attempt_at < now() - make_interval(secs => $1)) \
+                         FROM odoo_cdc.inbox WHERE status = 'pending'",
+                        &[&(limit.as_secs_f64())],
+                    )
+                    .await
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            inbox_check = Some(match stuck {
+                Ok((pending, 0)) => check(true, format!("{pending} pending")),
+                Ok((pending, overdue)) => check(
+                    false,
+                    format!(
+                        "{overdue} of {pending} pending webhooks overdue by more than {}s",
+                        limit.as_secs()
+                    ),
+                ),
+                Err(e) => check(false, e),
+            });
+        }
+    }
+    let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut sinks = serde_json::Map::new();
+    for (name, s) in &stats {
+        let v = match s.failing_for() {
+            Some(d) if d >= limit => {
+                let e = s
+                    .last_error
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.clone())
+                    .unwrap_or_default();
+                check(false, format!("failing for {}s: {e}", d.as_secs()))
+            }
+            Some(d) => check(true, format!("retrying for {}s", d.as_secs())),
+            None => check(true, "delivering"),
+        };
+        sinks.insert((*name).to_string(), v);
+    }
+    if !sinks.is_empty() {
+        checks.insert("sinks".into(), Value::Object(sinks));
+    }
+    if let Some(i) = inbox_check {
+        checks.insert("inbox".into(), i);
+    }
+    let ok = checks.values().all(|c| match c.get("ok") {
+        Some(v) => v.as_bool() == Some(true),
+        None => c
+            .as_object()
+            .is_some_and(|m| m.values().all(|s| s["ok"].as_bool() == Some(true))),
+    });
+    (ok, json!({"ready": ok, "checks": checks}))
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {
+    let (ok, body) = readiness(&s).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on 127.0.0.1:`port`.
 pub async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<Server> {
     serve_on(shared, &format!("127.0.0.1:{port}")).await
 }
 
-/// Serves `/healthz` and `/metrics` on `addr` (`runtime.metrics_listen`: its host is honoured,
-/// `0.0.0.0:9090` listens on every interface for a remote Prometheus).
+/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` (`runtime.metrics_listen`: its host
+/// is honoured, `0.0.0.0:9090` listens on every interface for a remote Prometheus).
 pub async fn serve_on(shared: Arc<Shared>, addr: &str) -> std::io::Result<Server> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({"status": "ok", "alive": true})) }),
+        )
+        .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(|State(s): State<Arc<Shared>>| async move { render(&s) }),

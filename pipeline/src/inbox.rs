@@ -42,6 +42,17 @@ pub struct InboxStats {
     pub latency: Histogram,
     /// Money that needed a rounding line, or still differs from Shopify's.
     pub writeback: Arc<crate::writeback::WritebackStats>,
+    /// When the worker last went round its loop (Unix seconds; 0 before it started).
+    pub last_beat: AtomicU64,
+}
+
+impl InboxStats {
+    fn beat(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_beat.store(now, Ordering::Relaxed);
+    }
 }
 
 /// A row of the inbox.
@@ -244,8 +255,15 @@ pub fn sold(payload: &Value) -> Vec<(String, Option<String>, i64)> {
 
 /// After a restart: the orders whose units the guard must hold (received, and not yet known
 /// to be in the stream), rebuilt from the inbox.
-pub async fn held_orders(db: &Client) -> Vec<crate::runtime::GuardNote> {
+pub async fn held_orders(db: &crate::state::StateDb) -> Vec<crate::runtime::GuardNote> {
     use crate::runtime::GuardNote;
+    let db = match db.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot rebuild the oversell guard from the inbox");
+            return Vec::new();
+        }
+    };
     let rows = match db
         .query(
             "SELECT order_key, payload, status, wal_fence FROM odoo_cdc.inbox WHERE topic = 'orders/create' \
@@ -283,7 +301,7 @@ pub async fn held_orders(db: &Client) -> Vec<crate::runtime::GuardNote> {
 
 /// The worker.
 pub struct Inbox {
-    db: Client,
+    db: Arc<crate::state::StateDb>,
     writeback: Writeback,
     wake: Arc<Notify>,
     workers: usize,
@@ -293,10 +311,10 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// A worker on its own connection `db` (which must `LISTEN odoo_cdc_inbox` for the
-    /// notifications handed to [`Inbox::run`]).
+    /// A worker on the state database `db`; it listens on `odoo_cdc_inbox` on a connection of
+    /// its own (reopened when lost; until then the sweep still finds every row).
     pub fn new(
-        db: Client,
+        db: Arc<crate::state::StateDb>,
         writeback: Writeback,
         wake: Arc<Notify>,
         workers: usize,
@@ -318,16 +336,55 @@ impl Inbox {
         self
     }
 
-    /// Runs until `stopping` is set.
-    pub async fn run(
-        self,
-        mut notifications: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-        stopping: Arc<AtomicBool>,
+    /// Opens the LISTEN connection when there is none (or it was lost).
+    async fn listen(
+        &self,
+        current: &mut Option<(
+            Client,
+            mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+        )>,
     ) {
+        if current.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+            return;
+        }
+        *current = None;
+        let Some(source) = self.db.source() else {
+            return;
+        };
+        let attempt = tokio::time::timeout(crate::state::CONNECT_TIMEOUT, async {
+            let (c, rx) = source
+                .sql_client_listening()
+                .await
+                .map_err(|e| e.to_string())?;
+            c.batch_execute("LISTEN odoo_cdc_inbox")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((c, rx))
+        })
+        .await;
+        match attempt {
+            Ok(Ok(l)) => *current = Some(l),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot listen for inbox notifications yet"),
+            Err(_) => tracing::debug!("cannot listen for inbox notifications yet (timeout)"),
+        }
+    }
+
+    /// Runs until `stopping` is set.
+    pub async fn run(self, stopping: Arc<AtomicBool>) {
         let mut backoff = cdc::backoff::Backoff::default();
+        let mut listening = None;
         while !stopping.load(Ordering::SeqCst) {
-            let keys = match self
-                .db
+            self.stats.beat();
+            self.listen(&mut listening).await;
+            let db = match self.db.client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the inbox");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            };
+            let keys = match db
                 .query(
                     "SELECT order_key FROM odoo_cdc.inbox WHERE status = 'pending' AND next_attempt_at <= now() \
                      GROUP BY order_key ORDER BY min(id) LIMIT 256",
@@ -344,8 +401,7 @@ impl Inbox {
             };
             backoff.reset();
             if keys.is_empty() {
-                let next = self
-                    .db
+                let next = db
                     .query_one(
                         "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM odoo_cdc.inbox WHERE status = 'pending'",
                         &[],
@@ -356,12 +412,25 @@ impl Inbox {
                 let wait = next.map_or(SWEEP, |s| {
                     Duration::from_secs_f64(s.clamp(0.01, SWEEP.as_secs_f64()))
                 });
+                // Without a LISTEN connection, look again soon (it is reopened on the next turn).
+                let wait = if listening.is_some() {
+                    wait
+                } else {
+                    wait.min(Duration::from_secs(1))
+                };
+                drop(db);
+                let notified = async {
+                    match listening.as_mut() {
+                        Some((_, rx)) => rx.recv().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = self.wake.notified() => {}
-                    n = notifications.recv() => {
-                        if n.is_none() {
-                            tracing::warn!("inbox notification connection ended; sweeping only");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                    alive = notified => {
+                        if !alive {
+                            tracing::warn!("inbox notification connection ended; reopening it");
+                            listening = None;
                         }
                     }
                     () = tokio::time::sleep(wait) => {}
@@ -369,26 +438,24 @@ impl Inbox {
                 continue;
             }
             futures_util::stream::iter(keys)
-                .for_each_concurrent(self.workers, |key| self.process_key(key))
+                .for_each_concurrent(self.workers, |key| self.process_key(&db, key))
                 .await;
         }
     }
 
     /// Applies a Shopify order's due rows in order (refunds after the order's create and
     /// cancel, whatever order they arrived in); stops at a transient failure.
-    async fn process_key(&self, key: String) {
+    async fn process_key(&self, db: &Client, key: String) {
         // Several instances share the inbox: one of them takes an order at a time.
         let lock = format!("odoo_cdc_inbox:{key}");
-        match self
-            .db
+        match db
             .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&lock])
             .await
         {
             Ok(r) if r.get::<_, bool>(0) => {}
             _ => return,
         }
-        let rows = self
-            .db
+        let rows = db
             .query(
                 "SELECT id, topic, order_key, payload, attempts, next_attempt_at <= now(), \
                  extract(epoch FROM now() - received_at)::float8 \
@@ -420,19 +487,18 @@ impl Inbox {
                         });
                     }
                 }
-                let outcome = apply(&self.db, &self.writeback, &row).await;
+                let outcome = apply(db, &self.writeback, &row).await;
                 let fence = match &outcome {
                     // The WAL position after the write: once the stream passes it, Odoo's
                     // reservation for this order is in the sellable quantities.
-                    Outcome::Applied(Applied::Done { .. }) => self
-                        .db
+                    Outcome::Applied(Applied::Done { .. }) => db
                         .query_one("SELECT pg_current_wal_lsn()::text", &[])
                         .await
                         .ok()
                         .map(|r| r.get::<_, String>(0)),
                     _ => None,
                 };
-                if let Err(e) = record(&self.db, &row, &outcome, fence.clone()).await {
+                if let Err(e) = record(db, &row, &outcome, fence.clone()).await {
                     tracing::warn!(error = %e, "cannot record an inbox outcome; it is applied again later");
                     break;
                 }
@@ -476,8 +542,7 @@ impl Inbox {
                 }
             }
         }
-        let _ = self
-            .db
+        let _ = db
             .query_one("SELECT pg_advisory_unlock(hashtext($1))", &[&lock])
             .await;
     }

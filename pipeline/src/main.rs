@@ -440,6 +440,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether an error is only stdout closed by its reader.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        || e.chain().any(|c| {
+            c.downcast_ref::<cdc::ReplError>()
+                .is_some_and(cdc::ReplError::is_broken_pipe)
+                || c.downcast_ref::<pipeline::tail::TailError>()
+                    .is_some_and(|t| matches!(t, pipeline::tail::TailError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
@@ -457,6 +469,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => {
+            // `odoo-cdc slot status | head`: the reader left; nothing is wrong with odoo-cdc.
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("odoo-cdc: {e:#}");
             ExitCode::FAILURE

@@ -40,7 +40,7 @@ async fn stop_signal() {
 }
 
 /// Builds the configured sinks (the accounting refresh token lives in the state database).
-pub async fn build_sinks(cfg: &Config, state: &Arc<tokio_postgres::Client>) -> Result<Sinks> {
+pub async fn build_sinks(cfg: &Config, state: &Arc<crate::state::StateDb>) -> Result<Sinks> {
     let timeout = Duration::from_secs(10);
     let shopify = match &cfg.sinks.shopify {
         Some(s) => Some(sinks::shopify::ShopifySink::new(
@@ -160,17 +160,17 @@ pub async fn start_writeback(
     if let Ok(mut g) = shared.writeback.lock() {
         *g = Some((receiver_stats.clone(), inbox_stats.clone()));
     }
-    let (listen_db, notifications) = source.sql_client_listening().await?;
-    listen_db.batch_execute("LISTEN odoo_cdc_inbox").await?;
     let inbox = crate::inbox::Inbox::new(
-        listen_db,
+        crate::state::StateDb::connect(source)
+            .await
+            .context("connecting for the inbox")?,
         build_writeback(o)?.with_stats(inbox_stats.writeback.clone()),
         wake.clone(),
         w.workers,
         inbox_stats,
     )
     .with_guard(shared.clone());
-    tokio::spawn(inbox.run(notifications, stop));
+    tokio::spawn(inbox.run(stop));
     let receiver = crate::webhook::Receiver::new(
         crate::webhook::ReceiverConfig {
             secrets: vec![
@@ -180,7 +180,9 @@ pub async fn start_writeback(
             shop_domain: w.shop_domain.clone(),
             max_body_bytes: w.max_body_bytes,
         },
-        Arc::new(source.sql_client().await?),
+        crate::state::StateDb::connect(source)
+            .await
+            .context("connecting for the webhook receiver")?,
         wake,
         receiver_stats,
     )
@@ -214,13 +216,10 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         19 => OdooVersion::V19,
         _ => OdooVersion::V18,
     };
-    let state = Arc::new(
-        source
-            .sql_client()
-            .await
-            .context("connecting for odoo-cdc's state")?,
-    );
-    crate::state::migrate(&state)
+    let state = crate::state::StateDb::connect(&source)
+        .await
+        .context("connecting for odoo-cdc's state")?;
+    crate::state::migrate(&*state.client().await?)
         .await
         .context("migrating the odoo_cdc state schema (the role needs CREATE on the database)")?;
 
@@ -274,6 +273,7 @@ pub async fn run(mut cfg: Config) -> Result<()> {
     let sinks = build_sinks(&cfg, &state).await?;
     let shared = Arc::new(Shared {
         state: Some(state.clone()),
+        unready_after_secs: cfg.runtime.unready_after_secs.into(),
         ..Shared::default()
     });
     let _health = match &cfg.runtime.metrics_listen {
@@ -310,6 +310,11 @@ pub async fn run(mut cfg: Config) -> Result<()> {
     if let Some(stop) = inbox_stop {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    tracing::info!(confirmed = %cdc::Lsn(shared.confirmed.load(std::sync::atomic::Ordering::SeqCst)), "stopped cleanly");
+    let confirmed = cdc::Lsn(shared.confirmed.load(std::sync::atomic::Ordering::SeqCst));
+    if shared.quiet() {
+        tracing::info!(%confirmed, "stopped cleanly");
+    } else {
+        tracing::warn!(%confirmed, "stopped with events not yet delivered: they stay in the slot (or the outbox) and go out after the next start");
+    }
     Ok(())
 }

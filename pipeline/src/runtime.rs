@@ -80,6 +80,43 @@ pub struct SinkStats {
     pub fenced: AtomicU64,
     /// Deliveries by what sent them, in the order of [`DELIVERY_CAUSES`].
     pub deliveries: [AtomicU64; 4],
+    /// Since when (Unix seconds) the sink has been failing: retrying, or parked with an outbox
+    /// it cannot drain; 0 while it delivers.
+    pub failing_since: AtomicU64,
+    /// The newest failure while failing.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SinkStats {
+    /// Marks the sink failing (from now, unless it already is).
+    pub fn failing(&self, e: &SinkError) {
+        let now = unix_us() as u64 / 1_000_000;
+        let _ =
+            self.failing_since
+                .compare_exchange(0, now.max(1), Ordering::SeqCst, Ordering::SeqCst);
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.message.clone());
+        }
+    }
+
+    /// Marks the sink delivering again.
+    pub fn healthy(&self) {
+        if self.failing_since.swap(0, Ordering::SeqCst) != 0 {
+            if let Ok(mut g) = self.last_error.lock() {
+                *g = None;
+            }
+        }
+    }
+
+    /// For how long the sink has been failing.
+    pub fn failing_for(&self) -> Option<Duration> {
+        match self.failing_since.load(Ordering::SeqCst) {
+            0 => None,
+            t => Some(Duration::from_secs(
+                (unix_us() as u64 / 1_000_000).saturating_sub(t),
+            )),
+        }
+    }
 }
 
 /// Why a sink delivered: a change that could not wait (near sell-out), the write interval of
@@ -193,7 +230,12 @@ pub struct Shared {
     /// confirmed committed; 0 when everything read is confirmed.
     pub behind_since_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
-    pub state: Option<Arc<tokio_postgres::Client>>,
+    pub state: Option<Arc<crate::state::StateDb>>,
+    /// Whether the replication stream is up, and why not when it is not (None before the
+    /// first session: "starting").
+    pub replication: Mutex<Option<Result<(), String>>>,
+    /// Seconds of failing after which a sink makes `/readyz` red (0: the default).
+    pub unready_after_secs: AtomicU64,
     /// Webhook receiver and inbox counters, when webhooks are received.
     pub writeback: Mutex<
         Option<(
@@ -204,6 +246,31 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Records that replication streams (`None`) or why it does not.
+    pub fn set_replication(&self, error: Option<String>) {
+        if let Ok(mut g) = self.replication.lock() {
+            *g = Some(match error {
+                None => Ok(()),
+                Some(e) => Err(e),
+            });
+        }
+    }
+
+    /// Seconds of failing that make a component not ready.
+    pub fn unready_after(&self) -> Duration {
+        match self.unready_after_secs.load(Ordering::Relaxed) {
+            0 => Duration::from_secs(crate::config::DEFAULT_UNREADY_AFTER_SECS),
+            n => Duration::from_secs(n),
+        }
+    }
+
+    /// Whether some sink is failing right now.
+    pub fn any_failing(&self) -> bool {
+        self.stats
+            .lock()
+            .is_ok_and(|v| v.iter().any(|(_, s)| s.failing_for().is_some()))
+    }
+
     /// Whether every sink has delivered everything enqueued (levels released from a hold
     /// and waiting to be written again count as not delivered yet).
     pub fn quiet(&self) -> bool {
@@ -577,12 +644,16 @@ impl Worker {
             rest = again;
             if rest.is_empty() {
                 self.stuck_since = None;
+                if !self.parked {
+                    self.stats.healthy();
+                }
                 break;
             }
             if progressed {
                 self.stuck_since = None;
             }
             let e = error.unwrap_or_else(|| SinkError::transient("delivery interrupted"));
+            self.stats.failing(&e);
             let since = *self.stuck_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.max_hold && self.can_park() {
                 tracing::warn!(sink = self.sink.name(), error = %e, "sink down for longer than max_hold; parking events in the outbox");
@@ -614,6 +685,7 @@ impl Worker {
             if parked.is_empty() {
                 self.parked = false;
                 self.stuck_since = None;
+                self.stats.healthy();
                 tracing::info!(
                     sink = self.sink.name(),
                     "outbox drained; delivering live again"
@@ -630,7 +702,12 @@ impl Worker {
                     Outcome::Dead(reason) => {
                         dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
                     }
-                    Outcome::Retry(_) => return,
+                    Outcome::Retry(e) => {
+                        self.stats.failing(
+                            &e.unwrap_or_else(|| SinkError::transient("outbox delivery failed")),
+                        );
+                        return;
+                    }
                 }
                 if let Err(e) = crate::state::unpark(&state, *id).await {
                     tracing::warn!(error = %e, "cannot clear an outbox row");
@@ -1101,6 +1178,9 @@ pub async fn run(
             )
             .await?;
             stream.wake_on(shared.progress.clone());
+            // Lag is measured from here on: the slot's own position, never zero.
+            shared.confirmed.fetch_max(from.0, Ordering::SeqCst);
+            shared.set_replication(None);
             decoder.reset_session();
             let mut collector = TxnCollector::default();
             // (commit end, when it was read) of transactions not confirmed yet.
@@ -1140,8 +1220,10 @@ pub async fn run(
                 let stopping = shared.stopping.load(Ordering::SeqCst);
                 if stopping {
                     // Graceful stop: let the sinks finish what is queued, then confirm.
+                    // A sink that is failing will not finish: its events stay unconfirmed in the
+                    // slot (or parked) and go out after the next start.
                     let deadline = Instant::now() + Duration::from_secs(30);
-                    while !shared.quiet() && Instant::now() < deadline {
+                    while !shared.quiet() && Instant::now() < deadline && !shared.any_failing() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -1171,12 +1253,19 @@ pub async fn run(
         };
         match session.await {
             Err(e) if e.is_transient() && !shared.stopping.load(Ordering::SeqCst) => {
+                shared.set_replication(Some(e.to_string()));
                 let d = backoff.next_delay();
                 tracing::warn!(error = %e, ?d, "replication interrupted; reconnecting");
                 tokio::time::sleep(d).await;
             }
-            Err(e) => return Err(e),
-            Ok(()) => return Ok(()),
+            Err(e) => {
+                shared.set_replication(Some(e.to_string()));
+                return Err(e);
+            }
+            Ok(()) => {
+                shared.set_replication(Some("stopped".into()));
+                return Ok(());
+            }
         }
     }
 }

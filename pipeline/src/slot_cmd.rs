@@ -29,7 +29,7 @@ pub async fn status(
     publication: &str,
     as_json: bool,
     out: &mut impl Write,
-) -> Result<bool, ReplError> {
+) -> anyhow::Result<bool> {
     let cfg = SourceConfig::from_str(source)?;
     let mut conn = ReplicationConnection::connect(&cfg).await?;
     let st = slot::status(&mut conn, slot_name).await?;
@@ -134,7 +134,7 @@ pub async fn create(
     tables: TableChoice,
     dry_run: bool,
     out: &mut impl Write,
-) -> Result<(), ReplError> {
+) -> anyhow::Result<()> {
     let cfg = SourceConfig::from_str(source)?;
     let mut conn = ReplicationConnection::connect(&cfg).await?;
     let pub_missing = slot::publication_tables(&mut conn, publication)
@@ -149,7 +149,8 @@ pub async fn create(
         if list.is_empty() {
             return Err(ReplError::Config(
                 "none of the Odoo tables exists in this database; name them with --tables".into(),
-            ));
+            )
+            .into());
         }
         Some(list)
     } else {
@@ -172,7 +173,7 @@ pub async fn drop(
     keep_publication: bool,
     dry_run: bool,
     out: &mut impl Write,
-) -> Result<(), ReplError> {
+) -> anyhow::Result<()> {
     let cfg = SourceConfig::from_str(source)?;
     let mut conn = ReplicationConnection::connect(&cfg).await?;
     let slot_exists = slot::status(&mut conn, slot_name).await?.is_some();
@@ -192,7 +193,7 @@ async fn run_sql(
     sql: &[String],
     dry_run: bool,
     out: &mut impl Write,
-) -> Result<(), ReplError> {
+) -> anyhow::Result<()> {
     for s in sql {
         writeln!(out, "{s};")?;
         out.flush()?;

@@ -2,11 +2,169 @@
 //! table (the newest accounting refresh token, mappings) and the dead-letter table. Never in
 //! memory only, never in local files.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use cdc::SourceConfig;
 use sinks::accounting::client::BoxFuture;
 use sinks::accounting::TokenStore;
 use tokio_postgres::Client;
+
+/// How long one attempt to (re)connect to the state database may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a failed attempt, callers get the failure at once for this long instead of each
+/// trying again (a dead server is not hammered by every worker).
+const RETRY_GAP: Duration = Duration::from_millis(500);
+
+/// An error with its causes, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+/// Why the state database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No connection (the server is down, restarting, or refused us).
+    #[error("state database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed.
+    #[error("state database: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+}
+
+/// The connection to odoo-cdc's own state that heals: a closed connection (a PostgreSQL
+/// restart, a terminated backend, a network cut) is replaced on the next use, one attempt at a
+/// time. Every user takes [`StateDb::client`] per unit of work and retries with its own
+/// backoff, so nothing loops on a dead connection.
+pub struct StateDb {
+    source: Option<SourceConfig>,
+    current: tokio::sync::Mutex<Option<Arc<Client>>>,
+    up: AtomicBool,
+    last_failure: Mutex<Option<(Instant, String)>>,
+    /// Connections replaced after one was lost.
+    pub reconnects: AtomicU64,
+    /// Connection attempts that failed.
+    pub failures: AtomicU64,
+}
+
+impl StateDb {
+    /// Connects (and keeps reconnecting) with `source`'s settings.
+    pub async fn connect(source: &SourceConfig) -> Result<Arc<Self>, StateError> {
+        let db = Arc::new(Self::new(Some(source.clone()), None));
+        db.client().await?;
+        Ok(db)
+    }
+
+    /// A state database on one given connection, never replaced (tests, tools).
+    pub fn fixed(client: Client) -> Arc<Self> {
+        Arc::new(Self::new(None, Some(Arc::new(client))))
+    }
+
+    fn new(source: Option<SourceConfig>, client: Option<Arc<Client>>) -> Self {
+        Self {
+            source,
+            up: AtomicBool::new(client.is_some()),
+            current: tokio::sync::Mutex::new(client),
+            last_failure: Mutex::new(None),
+            reconnects: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The source settings, for connections of their own (LISTEN).
+    pub fn source(&self) -> Option<&SourceConfig> {
+        self.source.as_ref()
+    }
+
+    /// Whether the last use found a working connection.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// The last connection failure, if the database is down.
+    pub fn last_error(&self) -> Option<String> {
+        if self.is_up() {
+            return None;
+        }
+        self.last_failure
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(_, e)| e.clone()))
+    }
+
+    /// A live connection: the current one, or a new one when it was lost.
+    pub async fn client(&self) -> Result<Arc<Client>, StateError> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let lost = current.take().is_some();
+        if lost && self.up.swap(false, Ordering::SeqCst) {
+            tracing::warn!("the connection to odoo-cdc's state was lost; reconnecting");
+        }
+        let Some(source) = &self.source else {
+            return Err(self.fail("connection closed".to_string()));
+        };
+        if let Ok(g) = self.last_failure.lock() {
+            if let Some((at, e)) = g.as_ref() {
+                if at.elapsed() < RETRY_GAP {
+                    return Err(StateError::Unavailable(e.clone()));
+                }
+            }
+        }
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, source.sql_client()).await;
+        match attempt {
+            Ok(Ok(c)) => {
+                let c = Arc::new(c);
+                *current = Some(c.clone());
+                let was_down = !self.up.swap(true, Ordering::SeqCst);
+                if lost || (was_down && self.failures.load(Ordering::SeqCst) > 0) {
+                    self.reconnects.fetch_add(1, Ordering::SeqCst);
+                    tracing::info!("connection to odoo-cdc's state restored");
+                }
+                if let Ok(mut g) = self.last_failure.lock() {
+                    *g = None;
+                }
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(self.fail(chain(&e))),
+            Err(_) => Err(self.fail(format!(
+                "{}:{}: no answer within {CONNECT_TIMEOUT:?}",
+                source.host, source.port
+            ))),
+        }
+    }
+
+    fn fail(&self, e: String) -> StateError {
+        self.up.store(false, Ordering::SeqCst);
+        self.failures.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut g) = self.last_failure.lock() {
+            *g = Some((Instant::now(), e.clone()));
+        }
+        StateError::Unavailable(e)
+    }
+
+    /// Checks the database answers (readiness): `SELECT 1` within two seconds.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        let c = self.client().await?;
+        match tokio::time::timeout(Duration::from_secs(2), c.simple_query("SELECT 1")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(e.to_string())),
+            Err(_) => Err(self.fail("SELECT 1 took longer than 2 s".into())),
+        }
+    }
+}
 
 /// Migrations, in order; each runs once (idempotent DDL).
 pub const MIGRATIONS: &[&str] = &[
@@ -65,16 +223,19 @@ pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
 }
 
 /// Reads a value.
-pub async fn get(client: &Client, key: &str) -> Result<Option<String>, tokio_postgres::Error> {
-    Ok(client
+pub async fn get(db: &StateDb, key: &str) -> Result<Option<String>, StateError> {
+    Ok(db
+        .client()
+        .await?
         .query_opt("SELECT value FROM odoo_cdc.kv WHERE key = $1", &[&key])
         .await?
         .map(|r| r.get(0)))
 }
 
 /// Writes a value.
-pub async fn put(client: &Client, key: &str, value: &str) -> Result<(), tokio_postgres::Error> {
-    client
+pub async fn put(db: &StateDb, key: &str, value: &str) -> Result<(), StateError> {
+    db.client()
+        .await?
         .execute(
             "INSERT INTO odoo_cdc.kv (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
@@ -88,7 +249,7 @@ pub async fn put(client: &Client, key: &str, value: &str) -> Result<(), tokio_po
 pub const REFRESH_TOKEN_KEY: &str = "accounting.refresh_token";
 
 /// The accounting refresh token, kept in `odoo_cdc.kv`.
-pub struct PgTokens(pub Arc<Client>);
+pub struct PgTokens(pub Arc<StateDb>);
 
 impl TokenStore for PgTokens {
     fn load(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
@@ -109,12 +270,10 @@ impl TokenStore for PgTokens {
 }
 
 /// Records a dead letter.
-pub async fn dead_letter(
-    client: &Client,
-    d: &crate::runtime::DeadLetter,
-) -> Result<(), tokio_postgres::Error> {
+pub async fn dead_letter(db: &StateDb, d: &crate::runtime::DeadLetter) -> Result<(), StateError> {
     let event = serde_json::to_value(&d.event).unwrap_or(serde_json::Value::Null);
-    client
+    db.client()
+        .await?
         .execute(
             "INSERT INTO odoo_cdc.dead_letters (sink, key, reason, source_lsn, event) VALUES ($1, $2, $3, $4, $5)",
             &[&d.sink, &d.key, &d.reason, &d.source_lsn, &event],
@@ -124,14 +283,11 @@ pub async fn dead_letter(
 }
 
 /// Parks an event in the outbox.
-pub async fn park(
-    client: &Client,
-    sink: &str,
-    s: &transforms::Sourced,
-) -> Result<(), tokio_postgres::Error> {
+pub async fn park(db: &StateDb, sink: &str, s: &transforms::Sourced) -> Result<(), StateError> {
     let event = serde_json::to_value(&s.event).unwrap_or(serde_json::Value::Null);
     let lsn = i64::try_from(s.source_commit_lsn).unwrap_or(i64::MAX);
-    client
+    db.client()
+        .await?
         .execute(
             "INSERT INTO odoo_cdc.outbox (sink, key, source_lsn, event, committed_us) VALUES ($1, $2, $3, $4, $5)",
             &[&sink, &s.event.key(), &lsn, &event, &s.committed_us],
@@ -142,11 +298,13 @@ pub async fn park(
 
 /// The oldest parked events of a sink, in order.
 pub async fn parked(
-    client: &Client,
+    db: &StateDb,
     sink: &str,
     limit: i64,
-) -> Result<Vec<(i64, transforms::Sourced)>, tokio_postgres::Error> {
-    let rows = client
+) -> Result<Vec<(i64, transforms::Sourced)>, StateError> {
+    let rows = db
+        .client()
+        .await?
         .query(
             "SELECT id, source_lsn, event, committed_us FROM odoo_cdc.outbox WHERE sink = $1 ORDER BY id LIMIT $2",
             &[&sink, &limit],
@@ -170,8 +328,9 @@ pub async fn parked(
 }
 
 /// Removes a delivered event from the outbox.
-pub async fn unpark(client: &Client, id: i64) -> Result<(), tokio_postgres::Error> {
-    client
+pub async fn unpark(db: &StateDb, id: i64) -> Result<(), StateError> {
+    db.client()
+        .await?
         .execute("DELETE FROM odoo_cdc.outbox WHERE id = $1", &[&id])
         .await?;
     Ok(())

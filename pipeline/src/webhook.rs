@@ -49,12 +49,24 @@ pub struct ReceiverStats {
     pub malformed: AtomicU64,
     /// Answer time of accepted webhooks.
     pub latency: Histogram,
+    /// Every answer, by HTTP status (413 from the body limit and 503 included).
+    pub answers: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
+impl ReceiverStats {
+    /// Answers so far, by status.
+    pub fn answers(&self) -> Vec<(u16, u64)> {
+        self.answers
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// The receiver's state.
 pub struct Receiver {
     cfg: ReceiverConfig,
-    db: Arc<tokio_postgres::Client>,
+    db: Arc<crate::state::StateDb>,
     wake: Arc<Notify>,
     /// Counters.
     pub stats: Arc<ReceiverStats>,
@@ -65,7 +77,7 @@ impl Receiver {
     /// A receiver writing to the inbox through `db`, waking the inbox worker on `wake`.
     pub fn new(
         cfg: ReceiverConfig,
-        db: Arc<tokio_postgres::Client>,
+        db: Arc<crate::state::StateDb>,
         wake: Arc<Notify>,
         stats: Arc<ReceiverStats>,
     ) -> Self {
@@ -104,10 +116,30 @@ pub fn verify(secrets: &[String], body: &[u8], signature: &str) -> bool {
 /// The routes (`POST /webhooks/shopify`).
 pub fn router(receiver: Arc<Receiver>) -> Router {
     let limit = receiver.cfg.max_body_bytes;
+    let stats = receiver.stats.clone();
     Router::new()
         .route("/webhooks/shopify", post(receive))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(
+            move |res: axum::response::Response| {
+                let stats = stats.clone();
+                async move {
+                    count_answer(&stats, res.status(), limit);
+                    res
+                }
+            },
+        ))
         .with_state(receiver)
+}
+
+/// Counts an answer by status; the body limit's 413 is logged here (it never reaches the handler).
+fn count_answer(stats: &ReceiverStats, status: StatusCode, limit: usize) {
+    if let Ok(mut m) = stats.answers.lock() {
+        *m.entry(status.as_u16()).or_default() += 1;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        tracing::warn!(%status, max_body_bytes = limit, "webhook refused: body larger than webhooks.max_body_bytes");
+    }
 }
 
 /// Serves the routes on `addr` until the returned handle is dropped or aborted.
@@ -196,26 +228,45 @@ async fn receive(
         .unwrap_or_else(|| format!("unknown:{event_id}"));
     let topic_stored: String =
         topic.map_or_else(|| topic_name.to_string(), |t| t.as_str().to_string());
-    let inserted = r
-        .db
-        .query_opt(
-            // One commit: the inbox row, its audit line and the notification.
-            "WITH ins AS (INSERT INTO odoo_cdc.inbox (event_id, webhook_id, topic, shop_domain, order_key, payload, triggered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING RETURNING id), \
-             aud AS (INSERT INTO odoo_cdc.audit (shopify_id, inbox_id, kind, detail) \
-             SELECT $5, id, 'webhook', $3 || ' event ' || $1 || ' accepted' FROM ins) \
-             SELECT id, pg_notify('odoo_cdc_inbox', id::text) FROM ins",
-            &[
-                &event_id,
-                &webhook_id,
-                &topic_stored,
-                &shop,
-                &order_key,
-                &text.as_ref(),
-                &header(&headers, "x-shopify-triggered-at"),
-            ],
-        )
-        .await;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &event_id,
+        &webhook_id,
+        &topic_stored,
+        &shop,
+        &order_key,
+        &text.as_ref(),
+        &header(&headers, "x-shopify-triggered-at"),
+    ];
+    // A connection lost since the last webhook (a PostgreSQL restart) is replaced and the
+    // insert tried once more before answering 503.
+    let mut inserted = Err(crate::state::StateError::Unavailable("not tried".into()));
+    let mut db = None;
+    for _ in 0..2 {
+        let c = match r.db.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                inserted = Err(e);
+                break;
+            }
+        };
+        inserted = c
+            .query_opt(
+                // One commit: the inbox row, its audit line and the notification.
+                "WITH ins AS (INSERT INTO odoo_cdc.inbox (event_id, webhook_id, topic, shop_domain, order_key, payload, triggered_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING RETURNING id), \
+                 aud AS (INSERT INTO odoo_cdc.audit (shopify_id, inbox_id, kind, detail) \
+                 SELECT $5, id, 'webhook', $3 || ' event ' || $1 || ' accepted' FROM ins) \
+                 SELECT id, pg_notify('odoo_cdc_inbox', id::text) FROM ins",
+                &params,
+            )
+            .await
+            .map_err(crate::state::StateError::from);
+        let closed = c.is_closed();
+        db = Some(c);
+        if inserted.is_ok() || !closed {
+            break;
+        }
+    }
     match inserted {
         Ok(Some(row)) => {
             let id: i64 = row.get(0);
@@ -233,8 +284,11 @@ async fn receive(
         }
         Ok(None) => {
             r.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            let Some(db) = db else {
+                return (StatusCode::OK, "duplicate");
+            };
             crate::state::audit(
-                &r.db,
+                &db,
                 &order_key,
                 None,
                 "webhook-duplicate",
@@ -245,7 +299,7 @@ async fn receive(
             (StatusCode::OK, "duplicate")
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot commit a webhook to the inbox");
+            tracing::error!(error = %e, status = 503, "cannot commit a webhook to the inbox; Shopify retries it");
             (StatusCode::SERVICE_UNAVAILABLE, "inbox unavailable")
         }
     }

@@ -262,7 +262,7 @@ async fn snapshot<W: Write>(
         let started = std::time::Instant::now();
         let writer = json::SnapshotRows::new(schema, table, columns, exported.consistent_point);
         let rows = cdc::snapshot::copy_table(&client, schema, table, columns, |values| {
-            writer.write(out, values).map_err(ReplError::Io)
+            writer.write(out, values).map_err(ReplError::Output)
         })
         .await?;
         tracing::info!(table = %format!("{schema}.{table}"), rows, progress = %format!("{}/{}", i + 1, tables.len()), secs = started.elapsed().as_secs_f64(), "snapshot table copied");
