@@ -39,8 +39,8 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
     let client = state_client(&mut cfg, true).await?;
     let rows = client
         .query(
-            "SELECT id, sink, key, source_lsn, reason, created_at::text, replayed_at::text, event::text \
-             FROM odoo_cdc.dead_letters ORDER BY id",
+            "SELECT id, sink, key, source_lsn, reason, created_at::text, replayed_at::text, event::text, \
+             count, last_seen::text, generation FROM odoo_cdc.dead_letters ORDER BY id",
             &[],
         )
         .await?;
@@ -49,6 +49,7 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
         let created: String = r.get(5);
         let replayed: Option<String> = r.get(6);
+        let (count, last_seen, generation): (i32, String, i32) = (r.get(8), r.get(9), r.get(10));
         if json {
             let event: serde_json::Value =
                 serde_json::from_str(&r.get::<_, String>(7)).unwrap_or_default();
@@ -56,11 +57,16 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
                 out,
                 "{}",
                 serde_json::json!({"id": id, "sink": sink, "key": key, "source_lsn": lsn, "reason": reason,
-                                   "created_at": created, "replayed_at": replayed, "event": event})
+                                   "created_at": created, "replayed_at": replayed, "event": event,
+                                   "count": count, "last_seen": last_seen, "generation": generation})
             )?;
         } else {
             let state = replayed.map_or_else(|| "pending".to_string(), |t| format!("replayed {t}"));
-            writeln!(out, "{id}\t{sink}\t{key}\t{lsn}\t{state}\t{reason}")?;
+            // The count and last sighting go after the reason: the first columns stay as they were.
+            writeln!(
+                out,
+                "{id}\t{sink}\t{key}\t{lsn}\t{state}\t{reason}\tseen {count}x, last {last_seen}"
+            )?;
         }
     }
     Ok(())
@@ -80,7 +86,7 @@ pub async fn replay(
     let client = db.client().await?;
     let rows = client
         .query(
-            "SELECT id, sink, event::text FROM odoo_cdc.dead_letters WHERE replayed_at IS NULL AND ($1::bigint IS NULL OR id = $1) ORDER BY id",
+            "SELECT id, sink, event::text, generation, last_refused FROM odoo_cdc.dead_letters WHERE replayed_at IS NULL AND ($1::bigint IS NULL OR id = $1) ORDER BY id",
             &[&id],
         )
         .await?;
@@ -98,6 +104,15 @@ pub async fn replay(
             continue;
         }
         let event: RetailEvent = serde_json::from_str(&r.get::<_, String>(2))?;
+        // After a permanent refusal the replay is a new attempt (a new idempotency key); after
+        // a transient failure it is the same attempt again (its key kept, so it cannot book twice).
+        let (generation, last_refused): (i32, bool) = (r.get(3), r.get(4));
+        let attempt = if last_refused {
+            generation + 1
+        } else {
+            generation
+        };
+        let mut transient = false;
         let result: Result<(), String> = match (sink.as_str(), &event) {
             ("shopify", _) => match sinks.shopify.as_mut() {
                 Some(s) => match s.deliver(std::slice::from_ref(&event)).await {
@@ -114,7 +129,17 @@ pub async fn replay(
                 None => Err("the wms sink is not configured".into()),
             },
             ("accounting", RetailEvent::JournalEntry(entry)) => match sinks.accounting.as_mut() {
-                Some(s) => s.deliver(entry).await.map_err(|e| e.message),
+                Some(s) => {
+                    let r = s.deliver_as(entry, attempt.max(0) as u32).await;
+                    transient = r.as_ref().is_err_and(|e| e.is_transient());
+                    client
+                        .execute(
+                            "UPDATE odoo_cdc.dead_letters SET generation = $2, last_refused = $3 WHERE id = $1",
+                            &[&id, &attempt, &!transient],
+                        )
+                        .await?;
+                    r.map_err(|e| e.message)
+                }
                 None => Err("the accounting sink is not configured".into()),
             },
             (other, _) => Err(format!("unknown sink {other}")),
@@ -131,7 +156,12 @@ pub async fn replay(
             }
             Err(reason) => {
                 all_ok = false;
-                writeln!(out, "{id}\t{sink}\tstill failing: {reason}")?;
+                let kind = if transient {
+                    " (transient; the next replay repeats this attempt)"
+                } else {
+                    ""
+                };
+                writeln!(out, "{id}\t{sink}\tstill failing: {reason}{kind}")?;
             }
         }
     }

@@ -337,7 +337,6 @@ fn committed_us(txn: &transforms::Transaction) -> i64 {
 /// published, so the slot never moves past an event that is neither delivered nor parked.
 async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Sourced, reason: String) {
     stats.dead.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(sink, key = %s.event.key(), %reason, "dead-lettered");
     let d = DeadLetter {
         sink,
         key: s.event.key(),
@@ -345,15 +344,30 @@ async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Source
         source_lsn: Lsn(s.source_commit_lsn).to_string(),
         event: s.event.clone(),
     };
+    let mut new = true;
     if let Some(state) = &shared.state {
         let mut backoff = Backoff::default();
-        while let Err(e) = crate::state::dead_letter(state, &d).await {
-            tracing::warn!(error = %e, "cannot record a dead letter; retrying");
-            tokio::time::sleep(backoff.next_delay()).await;
+        loop {
+            match crate::state::dead_letter(state, &d).await {
+                Ok(n) => {
+                    new = n;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record a dead letter; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
         }
     }
-    if let Ok(mut v) = shared.dead_letters.lock() {
-        v.push(d);
+    if new {
+        tracing::error!(sink, key = %d.key, reason = %d.reason, "dead-lettered");
+        if let Ok(mut v) = shared.dead_letters.lock() {
+            v.push(d);
+        }
+    } else {
+        // The same sink, key and cause is pending already (a restart read it again).
+        tracing::debug!(sink, key = %d.key, reason = %d.reason, "dead letter seen again; counted");
     }
 }
 

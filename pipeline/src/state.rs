@@ -192,6 +192,25 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS odoo_cdc.audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), \
      shopify_id text NOT NULL, inbox_id bigint, kind text NOT NULL, detail text NOT NULL, odoo_id bigint)",
     "CREATE INDEX IF NOT EXISTS audit_shopify ON odoo_cdc.audit (shopify_id, id)",
+    // Dead letters are one pending entry per sink, key and cause: a repeat (every restart
+    // re-reads an unknown SKU) counts and refreshes the event instead of adding a row.
+    // `generation` is the idempotency generation the next replay sends with: a replay after a
+    // permanent refusal is a new attempt (a new QuickBooks requestid), a replay after a
+    // transient failure keeps its key (`last_refused` false).
+    "ALTER TABLE odoo_cdc.dead_letters ADD COLUMN IF NOT EXISTS count int NOT NULL DEFAULT 1, \
+     ADD COLUMN IF NOT EXISTS last_seen timestamptz NOT NULL DEFAULT now(), \
+     ADD COLUMN IF NOT EXISTS generation int NOT NULL DEFAULT 0, \
+     ADD COLUMN IF NOT EXISTS last_refused boolean NOT NULL DEFAULT true",
+    // Collapse the repeats an older version left (before the unique index can exist).
+    "UPDATE odoo_cdc.dead_letters k SET count = s.n, last_seen = s.last FROM \
+     (SELECT min(id) AS id, count(*)::int AS n, max(created_at) AS last FROM odoo_cdc.dead_letters \
+      WHERE replayed_at IS NULL AND sink <> 'odoo' GROUP BY sink, key, md5(reason) HAVING count(*) > 1) s WHERE k.id = s.id",
+    "DELETE FROM odoo_cdc.dead_letters d WHERE d.replayed_at IS NULL AND d.sink <> 'odoo' AND EXISTS \
+     (SELECT 1 FROM odoo_cdc.dead_letters e WHERE e.replayed_at IS NULL AND e.sink = d.sink AND e.key = d.key \
+      AND md5(e.reason) = md5(d.reason) AND e.id < d.id)",
+    // Webhook dead letters are one per inbox row already (the inbox is unique on the event).
+    "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_pending ON odoo_cdc.dead_letters (sink, key, md5(reason)) \
+     WHERE replayed_at IS NULL AND sink <> 'odoo'",
 ];
 
 /// Records an audit line (best effort: a failure is logged, never fatal).
@@ -269,17 +288,22 @@ impl TokenStore for PgTokens {
     }
 }
 
-/// Records a dead letter.
-pub async fn dead_letter(db: &StateDb, d: &crate::runtime::DeadLetter) -> Result<(), StateError> {
+/// Records a dead letter: a new pending entry, or one more sighting of the pending entry of
+/// the same sink, key and cause (its event becomes the newest one). Returns whether it was new.
+pub async fn dead_letter(db: &StateDb, d: &crate::runtime::DeadLetter) -> Result<bool, StateError> {
     let event = serde_json::to_value(&d.event).unwrap_or(serde_json::Value::Null);
-    db.client()
+    let row = db
+        .client()
         .await?
-        .execute(
-            "INSERT INTO odoo_cdc.dead_letters (sink, key, reason, source_lsn, event) VALUES ($1, $2, $3, $4, $5)",
+        .query_one(
+            "INSERT INTO odoo_cdc.dead_letters (sink, key, reason, source_lsn, event) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (sink, key, md5(reason)) WHERE replayed_at IS NULL AND sink <> 'odoo' \
+             DO UPDATE SET count = dead_letters.count + 1, last_seen = now(), event = EXCLUDED.event, \
+             source_lsn = EXCLUDED.source_lsn RETURNING count",
             &[&d.sink, &d.key, &d.reason, &d.source_lsn, &event],
         )
         .await?;
-    Ok(())
+    Ok(row.get::<_, i32>(0) == 1)
 }
 
 /// Parks an event in the outbox.

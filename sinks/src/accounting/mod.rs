@@ -6,4 +6,4 @@ pub mod sink;
 
 pub use client::{AccountingClient, MemoryTokens, TokenStore};
 pub use config::{AccountingConfig, Mode};
-pub use sink::{request_id, AccountingSink, BATCHES_PER_MINUTE};
+pub use sink::{request_id, request_id_of, AccountingSink, BATCHES_PER_MINUTE};

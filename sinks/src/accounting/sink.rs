@@ -13,7 +13,18 @@ use crate::policy::SinkError;
 
 /// The `requestid` of an entry: `odoo-move-<id>-p<posting>` (at most 50 characters).
 pub fn request_id(e: &JournalEntry) -> String {
-    let id = format!("odoo-move-{}-p{}", e.move_id, e.posting);
+    request_id_of(e, 0)
+}
+
+/// The `requestid` of an entry's attempt `generation`: generation 0 is the live path
+/// (`odoo-move-<id>-p<posting>`); a replay after a permanent refusal is a new attempt,
+/// `…-r<generation>`, since QuickBooks answers a repeated `requestid` with its first answer.
+pub fn request_id_of(e: &JournalEntry, generation: u32) -> String {
+    let id = if generation == 0 {
+        format!("odoo-move-{}-p{}", e.move_id, e.posting)
+    } else {
+        format!("odoo-move-{}-p{}-r{generation}", e.move_id, e.posting)
+    };
     id.chars().take(50).collect()
 }
 
@@ -102,9 +113,14 @@ impl AccountingSink {
 
     /// Books one entry (real-time mode).
     pub async fn deliver(&mut self, e: &JournalEntry) -> Result<(), SinkError> {
+        self.deliver_as(e, 0).await
+    }
+
+    /// Books one entry as attempt `generation` (see [`request_id_of`]).
+    pub async fn deliver_as(&mut self, e: &JournalEntry, generation: u32) -> Result<(), SinkError> {
         let body = self.to_body(e)?;
         self.client
-            .post("journalentry", &request_id(e), &body)
+            .post("journalentry", &request_id_of(e, generation), &body)
             .await
             .map(drop)
     }
