@@ -218,6 +218,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         partitions: 8,
         max_hold: Duration::from_secs(60),
         odoo_version: transforms::OdooVersion::V18,
+        resync_since: None,
     };
     let sinks = Sinks {
         shopify: Some(shopify_sink),

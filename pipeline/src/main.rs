@@ -91,6 +91,11 @@ enum Command {
         /// The TOML file.
         #[arg(long, default_value = "odoo-cdc.toml")]
         config: std::path::PathBuf,
+        /// After the slot was lost (invalidated or dropped): recreate it with a snapshot and
+        /// deliver again, idempotently, everything the gap may hold (levels, open deliveries,
+        /// posted moves since the last confirmed commit).
+        #[arg(long)]
+        resync: bool,
     },
     /// Dead letters: list them, or deliver them again once the cause is fixed.
     Dlq {
@@ -197,6 +202,9 @@ enum SlotAction {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Warn when the slot's safe_wal_size falls below this many MB.
+        #[arg(long, default_value_t = slot_cmd::DEFAULT_MIN_SAFE_WAL_MB)]
+        min_safe_wal_mb: i64,
     },
     /// Create the publication (Odoo's tables) and the pgoutput slot; prints the SQL it runs.
     Create {
@@ -297,14 +305,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Command::Run { config } => {
+        Command::Run { config, resync } => {
             drop(stdout);
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
             let cfg: pipeline::config::Config = text
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            pipeline::run_cmd::run(cfg).await?;
+            pipeline::run_cmd::run(cfg, resync).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Dlq { action } => match action {
@@ -386,12 +394,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Slot { action } => match action {
-            SlotAction::Status { src, json } => {
-                let complete =
-                    slot_cmd::status(&src.source, &src.slot, &src.publication, json, &mut stdout)
-                        .await?;
-                if !complete {
-                    return Ok(ExitCode::from(3));
+            SlotAction::Status {
+                src,
+                json,
+                min_safe_wal_mb,
+            } => {
+                let code = slot_cmd::status(
+                    &src.source,
+                    &src.slot,
+                    &src.publication,
+                    json,
+                    min_safe_wal_mb,
+                    &mut stdout,
+                )
+                .await?;
+                if code != 0 {
+                    return Ok(ExitCode::from(code));
                 }
             }
             SlotAction::Create {

@@ -204,7 +204,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub async fn run(mut cfg: Config) -> Result<()> {
+pub async fn run(mut cfg: Config, resync: bool) -> Result<()> {
     cfg.apply_env(&|k| std::env::var(k).ok());
     cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
     let mut source = SourceConfig::from_str(&cfg.source.url)?;
@@ -233,12 +233,77 @@ pub async fn run(mut cfg: Config) -> Result<()> {
             cfg.source.publication
         );
     }
-    let slot_exists = cdc::slot::status(&mut conn, &cfg.source.slot)
-        .await?
-        .is_some();
-    drop(conn);
+    let slot_status = cdc::slot::status(&mut conn, &cfg.source.slot).await?;
     let bootstrap_key = format!("bootstrap.{}", cfg.source.slot);
     let bootstrapped = crate::state::get(&state, &bootstrap_key).await?.is_some();
+    let confirmed_key = format!("confirmed_commit.{}", cfg.source.slot);
+    let lost = slot_status
+        .as_ref()
+        .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));
+    let mut resync_since = None;
+    if !resync && lost {
+        bail!(
+            "replication slot {:?} is lost (wal_status lost): PostgreSQL removed WAL it still needed \
+             (max_slot_wal_keep_size), so the changes after {} cannot be read from it. odoo-cdc will not silently start over: \
+             `odoo-cdc run --config <file> --resync` recreates the slot with a snapshot and delivers again everything the gap may hold \
+             (see the runbook, \"An invalidated slot\")",
+            cfg.source.slot,
+            slot_status
+                .as_ref()
+                .and_then(|s| s.confirmed_flush_lsn)
+                .map_or_else(|| "its last confirmed position".to_string(), |l| l.to_string())
+        );
+    }
+    if !resync && slot_status.is_none() && bootstrapped {
+        bail!(
+            "replication slot {:?} is gone, but odoo-cdc had streamed from it: whatever changed since it was dropped is not in any slot. \
+             odoo-cdc will not silently start over: `odoo-cdc run --config <file> --resync` creates the slot with a snapshot and delivers \
+             again everything the gap may hold",
+            cfg.source.slot
+        );
+    }
+    if resync {
+        if cfg.source.managed {
+            bail!(
+                "managed mode: --resync creates the slot with a snapshot, which odoo-cdc may not do here; ask the DBA to drop the \
+                 lost slot ({:?}), then run --resync without managed mode once",
+                cfg.source.slot
+            );
+        }
+        if let Some(st) = &slot_status {
+            if let Some(pid) = st.active_pid {
+                bail!(
+                    "--resync: slot {:?} is in use by pid {pid}; stop the other consumer first",
+                    cfg.source.slot
+                );
+            }
+            tracing::warn!(slot = %cfg.source.slot, wal_status = ?st.wal_status, "--resync: dropping the old slot");
+            conn.simple_query(&format!(
+                "SELECT pg_drop_replication_slot({})",
+                cdc::conn::quote_literal(&cfg.source.slot)
+            ))
+            .await?;
+        }
+        // The gap starts at the last confirmed commit (five minutes earlier, for clock skew
+        // between Odoo's write_date and the commit time); without one, every posted move.
+        let since = match crate::state::get(&state, &confirmed_key).await? {
+            Some(us) => {
+                let us: f64 = us.parse().unwrap_or(0.0);
+                let c = state.client().await?;
+                let row = c
+                    .query_one(
+                        "SELECT to_char(to_timestamp($1 / 1e6 - 300) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+                        &[&us],
+                    )
+                    .await?;
+                Some(row.get::<_, String>(0))
+            }
+            None => None,
+        };
+        resync_since = Some(since);
+    }
+    drop(conn);
+    let slot_exists = slot_status.is_some() && !resync;
     let (snapshot, restore) = if slot_exists {
         tracing::info!(
             bootstrapped,
@@ -304,7 +369,29 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         partitions: cfg.runtime.partitions,
         max_hold: Duration::from_secs(cfg.runtime.max_hold_secs),
         odoo_version: version,
+        resync_since,
     };
+    // Where the gap would start if the slot were ever lost: the newest confirmed commit's time.
+    {
+        let shared = shared.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let at = shared
+                    .confirmed_commit_us
+                    .load(std::sync::atomic::Ordering::SeqCst);
+                if at > last
+                    && crate::state::put(&state, &confirmed_key, &at.to_string())
+                        .await
+                        .is_ok()
+                {
+                    last = at;
+                }
+            }
+        });
+    }
     tracing::info!("running");
     runtime::run(opts, sinks, shared.clone(), stop_signal()).await?;
     if let Some(stop) = inbox_stop {

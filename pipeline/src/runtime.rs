@@ -229,6 +229,9 @@ pub struct Shared {
     /// When (Unix microseconds, by the server's clock) the oldest transaction read but not yet
     /// confirmed committed; 0 when everything read is confirmed.
     pub behind_since_us: AtomicU64,
+    /// When (Unix microseconds) the newest confirmed transaction committed: after a lost slot,
+    /// the gap starts here.
+    pub confirmed_commit_us: AtomicU64,
     /// The state database, where dead letters are kept (in memory only when absent).
     pub state: Option<Arc<crate::state::StateDb>>,
     /// Whether the replication stream is up, and why not when it is not (None before the
@@ -1126,6 +1129,10 @@ pub struct RunOptions {
     pub odoo_version: transforms::OdooVersion,
     /// Keys a sink delivers concurrently (ordered per key, parallel across keys).
     pub partitions: usize,
+    /// The snapshot is of a slot recreated after it was lost (`run --resync`): besides levels
+    /// and open deliveries, every posted move written since this time (UTC; all when None)
+    /// is delivered again.
+    pub resync_since: Option<Option<String>>,
 }
 
 /// Runs until `stop` resolves: reads the slot, transforms, delivers, confirms.
@@ -1156,7 +1163,26 @@ pub async fn run(
     let mut start = Lsn::ZERO;
     if let Some(loaded) = opts.snapshot {
         transformer = loaded.transformer;
-        let events = transformer.finish_initial(loaded.lsn.0, None);
+        let events = match &opts.resync_since {
+            Some(since) => {
+                let events = transformer.finish_resync(loaded.lsn.0, since.as_deref());
+                let count =
+                    |f: fn(&RetailEvent) -> bool| events.iter().filter(|s| f(&s.event)).count();
+                let levels = count(|e| matches!(e, RetailEvent::SellableChanged { .. }));
+                let deliveries = count(|e| matches!(e, RetailEvent::FulfillmentRequested { .. }));
+                let entries = count(|e| matches!(e, RetailEvent::JournalEntry(_)));
+                let covered = format!(
+                    "{levels} levels, {deliveries} open deliveries, {entries} posted moves written since {}",
+                    since.as_deref().unwrap_or("the beginning")
+                );
+                tracing::warn!(%covered, lsn = %loaded.lsn, "resync after a lost slot: delivering again everything the gap may hold");
+                if let Some(state) = &shared.state {
+                    let _ = crate::state::put(state, "resync.last", &covered).await;
+                }
+                events
+            }
+            None => transformer.finish_initial(loaded.lsn.0, None),
+        };
         dispatch(&workers, events, loaded.lsn).await;
         start = loaded.lsn;
     }
@@ -1252,7 +1278,11 @@ pub async fn run(
                     .server_wal
                     .fetch_max(stream.progress().received.0, Ordering::SeqCst);
                 // Lag in seconds: how long the oldest unconfirmed transaction has waited.
-                while unconfirmed.front().is_some_and(|(end, _)| *end <= confirm) {
+                while let Some((end, at)) = unconfirmed.front().copied() {
+                    if end > confirm {
+                        break;
+                    }
+                    shared.confirmed_commit_us.fetch_max(at, Ordering::SeqCst);
                     unconfirmed.pop_front();
                 }
                 shared.behind_since_us.store(

@@ -22,28 +22,200 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// Prints the slot's status and the REPLICA IDENTITY of each published table.
+/// Exit codes of `slot status` (documented in the runbook): 0 healthy.
+pub mod exit {
+    /// The slot or the publication does not exist.
+    pub const MISSING: u8 = 3;
+    /// The slot is invalidated (`wal_status lost`): recover with `odoo-cdc run --resync`.
+    pub const LOST: u8 = 4;
+    /// The slot is `unreserved`: WAL it needs is past `max_slot_wal_keep_size` and goes at the
+    /// next checkpoint unless odoo-cdc catches up now.
+    pub const UNRESERVED: u8 = 5;
+    /// The slot is not a pgoutput logical slot (test_decoding, wal2json, physical).
+    pub const WRONG_PLUGIN: u8 = 6;
+    /// A published table has neither a primary key nor a usable replica identity: Odoo's own
+    /// UPDATEs and DELETEs on it fail.
+    pub const NO_KEY: u8 = 7;
+}
+
+/// Default `--min-safe-wal-mb`: below this `safe_wal_size`, `slot status` warns.
+pub const DEFAULT_MIN_SAFE_WAL_MB: i64 = 1024;
+
+/// A table that cannot replicate UPDATE and DELETE, and the statement that fixes it.
+#[derive(Debug, Clone)]
+pub struct Keyless {
+    /// `schema.table`.
+    pub table: String,
+    /// What to run.
+    pub fix: String,
+}
+
+/// The tables of `tables` (`schema.table`) without a primary key and with replica identity
+/// `default` (or with `nothing`): publishing them makes Odoo's UPDATEs fail.
+pub async fn keyless(
+    conn: &mut ReplicationConnection,
+    tables: &[String],
+) -> Result<Vec<Keyless>, ReplError> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let (schema, table) = t.split_once('.').unwrap_or(("public", t));
+            format!(
+                "({}, {})",
+                cdc::conn::quote_literal(schema),
+                cdc::conn::quote_literal(table)
+            )
+        })
+        .collect();
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT n.nspname::text || '.' || c.relname::text, c.relreplident::text, \
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE (n.nspname, c.relname) IN (VALUES {}) ORDER BY 1",
+            list.join(", ")
+        ))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let (name, ident, pk) = (get(0), get(1), get(2) == "true");
+            let broken = ident == "n" || (ident == "d" && !pk);
+            broken.then(|| Keyless {
+                fix: format!(
+                    "ALTER TABLE {} REPLICA IDENTITY FULL;  -- or add a primary key",
+                    name.split('.')
+                        .map(cdc::conn::quote_ident)
+                        .collect::<Vec<_>>()
+                        .join(".")
+                ),
+                table: name,
+            })
+        })
+        .collect())
+}
+
+/// What `slot status` found that needs a person: (exit code, problem), the worst first, and
+/// warnings that need attention soon.
+fn verdict(
+    st: Option<&SlotStatus>,
+    tables: Option<&[PublishedTable]>,
+    keyless: &[Keyless],
+    min_safe_wal: i64,
+) -> (Option<(u8, String)>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let problem = match st {
+        None => Some((exit::MISSING, "the slot does not exist: `odoo-cdc slot create`".to_string())),
+        Some(s) if s.wal_status.as_deref() == Some("lost") => Some((
+            exit::LOST,
+            "the slot is lost (invalidated): recover with `odoo-cdc run --config <file> --resync`, never by dropping and recreating it by hand"
+                .to_string(),
+        )),
+        Some(s) if s.wal_status.as_deref() == Some("unreserved") => Some((
+            exit::UNRESERVED,
+            "the slot is unreserved: WAL it needs goes at the next checkpoint; let odoo-cdc catch up now or raise max_slot_wal_keep_size"
+                .to_string(),
+        )),
+        Some(s) if s.plugin != "pgoutput" => Some((
+            exit::WRONG_PLUGIN,
+            if s.plugin.is_empty() {
+                "this is a physical slot, not odoo-cdc's pgoutput slot".to_string()
+            } else {
+                format!("the slot uses the {} plugin; odoo-cdc needs pgoutput", s.plugin)
+            },
+        )),
+        Some(_) if tables.is_none() => Some((
+            exit::MISSING,
+            "the publication does not exist: `odoo-cdc slot create`".to_string(),
+        )),
+        Some(_) if !keyless.is_empty() => Some((
+            exit::NO_KEY,
+            format!(
+                "{} published table(s) have no primary key or usable replica identity: {}",
+                keyless.len(),
+                keyless.iter().map(|k| k.fix.as_str()).collect::<Vec<_>>().join(" ")
+            ),
+        )),
+        Some(_) => None,
+    };
+    if let Some(safe) = st.and_then(|s| s.safe_wal_size) {
+        if safe < min_safe_wal {
+            warnings.push(format!(
+                "safe_wal_size is {} MB (below {} MB): the slot is lost if that much more WAL is written before odoo-cdc confirms",
+                safe / (1024 * 1024),
+                min_safe_wal / (1024 * 1024)
+            ));
+        }
+    }
+    (problem, warnings)
+}
+
+/// Prints the slot's status and the REPLICA IDENTITY of each published table; returns the
+/// exit code (0 healthy, see [`exit`]). Problems and warnings also go to stderr.
 pub async fn status(
     source: &str,
     slot_name: &str,
     publication: &str,
     as_json: bool,
+    min_safe_wal_mb: i64,
     out: &mut impl Write,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<u8> {
     let cfg = SourceConfig::from_str(source)?;
     let mut conn = ReplicationConnection::connect(&cfg).await?;
     let st = slot::status(&mut conn, slot_name).await?;
     let tables = slot::publication_tables(&mut conn, publication).await?;
+    let names: Vec<String> = tables
+        .iter()
+        .flatten()
+        .map(|t| format!("{}.{}", t.schema, t.table))
+        .collect();
+    let keyless = keyless(&mut conn, &names).await?;
+    let (problem, warnings) = verdict(
+        st.as_ref(),
+        tables.as_deref(),
+        &keyless,
+        min_safe_wal_mb.saturating_mul(1024 * 1024),
+    );
     if as_json {
-        writeln!(
-            out,
-            "{}",
-            status_json(slot_name, st.as_ref(), publication, tables.as_deref())
-        )?;
+        let mut v = status_json(slot_name, st.as_ref(), publication, tables.as_deref());
+        v["problem"] = problem
+            .as_ref()
+            .map_or(serde_json::Value::Null, |(_, p)| p.clone().into());
+        v["exit_code"] = problem.as_ref().map_or(0, |(c, _)| *c).into();
+        v["warnings"] = warnings.clone().into();
+        v["keyless_tables"] = keyless
+            .iter()
+            .map(|k| k.table.clone())
+            .collect::<Vec<_>>()
+            .into();
+        writeln!(out, "{v}")?;
     } else {
         write_status_text(out, slot_name, st.as_ref(), publication, tables.as_deref())?;
+        for k in &keyless {
+            writeln!(
+                out,
+                "  {}  has no primary key: updates and deletes fail; run: {}",
+                k.table, k.fix
+            )?;
+        }
+        for w in &warnings {
+            writeln!(out, "warning              {w}")?;
+        }
+        if let Some((_, p)) = &problem {
+            writeln!(out, "problem              {p}")?;
+        }
     }
-    Ok(st.is_some() && tables.is_some())
+    for w in &warnings {
+        eprintln!("odoo-cdc: warning: {w}");
+    }
+    if let Some((_, p)) = &problem {
+        eprintln!("odoo-cdc: {p}");
+    }
+    Ok(problem.map_or(0, |(c, _)| c))
 }
 
 fn status_json(
@@ -137,9 +309,8 @@ pub async fn create(
 ) -> anyhow::Result<()> {
     let cfg = SourceConfig::from_str(source)?;
     let mut conn = ReplicationConnection::connect(&cfg).await?;
-    let pub_missing = slot::publication_tables(&mut conn, publication)
-        .await?
-        .is_none();
+    let existing = slot::publication_tables(&mut conn, publication).await?;
+    let pub_missing = existing.is_none();
     let slot_missing = slot::status(&mut conn, slot_name).await?.is_none();
     let table_list = if pub_missing {
         let list = match tables {
@@ -157,12 +328,98 @@ pub async fn create(
         writeln!(out, "-- publication {publication:?} exists; left as it is")?;
         None
     };
+    // Preflight: every check runs before anything is created, so a failure leaves nothing
+    // half done (and a dry run fails the same way).
+    let checked: Vec<String> = match (&table_list, &existing) {
+        (Some(l), _) => l.clone(),
+        (None, Some(ts)) => ts
+            .iter()
+            .map(|t| format!("{}.{}", t.schema, t.table))
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    let problems = preflight(&mut conn, &checked, slot_missing).await?;
+    if !problems.is_empty() {
+        for p in &problems {
+            writeln!(out, "-- preflight: {p}")?;
+        }
+        return Err(anyhow::anyhow!(
+            "{}:{}: preflight failed, nothing was created: {}",
+            cfg.host,
+            cfg.port,
+            problems.join("; ")
+        ));
+    }
     let mut sql = slot::create_sql(slot_name, publication, table_list.as_deref());
     if !slot_missing {
         writeln!(out, "-- slot {slot_name:?} exists; left as it is")?;
         sql.retain(|s| !s.contains("pg_create_logical_replication_slot"));
     }
     run_sql(&mut conn, &sql, dry_run, out).await
+}
+
+/// What stops odoo-cdc's slot from working on this server: wal_level, free replication slots
+/// and WAL senders, tables that do not exist or have no key. Empty when all is well.
+pub async fn preflight(
+    conn: &mut ReplicationConnection,
+    tables: &[String],
+    need_slot: bool,
+) -> Result<Vec<String>, ReplError> {
+    let mut problems = Vec::new();
+    let rows = conn
+        .simple_query(
+            "SELECT current_setting('wal_level'), current_setting('max_replication_slots'), \
+             (SELECT count(*) FROM pg_replication_slots)::text, current_setting('max_wal_senders')",
+        )
+        .await?;
+    let get = |i: usize| {
+        rows.first()
+            .and_then(|r| r.get(i).cloned().flatten())
+            .unwrap_or_default()
+    };
+    let wal_level = get(0);
+    if wal_level != "logical" {
+        problems.push(format!(
+            "wal_level is {wal_level}, logical decoding needs logical: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+        ));
+    }
+    let (max_slots, used): (i64, i64) = (get(1).parse().unwrap_or(0), get(2).parse().unwrap_or(0));
+    if need_slot && used >= max_slots {
+        problems.push(format!(
+            "max_replication_slots is {max_slots} and {used} are in use: raise it (ALTER SYSTEM SET max_replication_slots = {}; restart)",
+            used + 2
+        ));
+    }
+    if get(3).parse::<i64>().unwrap_or(0) < 1 {
+        problems.push(
+            "max_wal_senders is 0: ALTER SYSTEM SET max_wal_senders = 10; then restart PostgreSQL"
+                .into(),
+        );
+    }
+    let mut present = Vec::new();
+    for t in tables {
+        let (schema, table) = t.split_once('.').unwrap_or(("public", t));
+        let found = conn
+            .simple_query(&format!(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p')",
+                cdc::conn::quote_literal(schema),
+                cdc::conn::quote_literal(table)
+            ))
+            .await?;
+        if found.is_empty() {
+            problems.push(format!("table {schema}.{table} does not exist"));
+        } else {
+            present.push(format!("{schema}.{table}"));
+        }
+    }
+    for k in keyless(conn, &present).await? {
+        problems.push(format!(
+            "table {} has no primary key or usable replica identity (Odoo's UPDATEs on it would fail once published): {}",
+            k.table, k.fix
+        ));
+    }
+    Ok(problems)
 }
 
 /// Drops the slot (and the publication unless `keep_publication`), printing the SQL.

@@ -186,3 +186,97 @@ fn tail_without_slot_fails_clearly_and_managed_mode_never_creates() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["new"]["name"], "S00002");
 }
+
+#[test]
+fn slot_create_preflight_refuses_and_leaves_nothing_behind() {
+    // A server without logical decoding.
+    let replica = Db::start_with(fixtures::ClusterOptions {
+        extra_conf: vec!["wal_level = replica".into()],
+        ..Default::default()
+    });
+    odoo_tables(&replica);
+    let admin = replica.cluster.superuser_url("odoo");
+    for dry in [true, false] {
+        let mut args = vec!["slot", "create", "--source", &admin];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = odoo_cdc(&args);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("wal_level is replica"), "{err}");
+        assert!(err.contains("ALTER SYSTEM SET wal_level = logical"), "{err}");
+        assert!(err.contains(&format!(":{}", replica.cluster.port())), "{err}");
+        assert!(err.contains("nothing was created"), "{err}");
+    }
+    assert_eq!(replica.sql("SELECT count(*) FROM pg_publication").trim(), "0");
+    assert_eq!(replica.sql("SELECT count(*) FROM pg_replication_slots").trim(), "0");
+
+    // A table without a key, and one that does not exist.
+    let db = Db::start();
+    odoo_tables(&db);
+    db.sql("CREATE TABLE stock_move (id int, product_id int)");
+    let admin = db.cluster.superuser_url("odoo");
+    let out = odoo_cdc(&["slot", "create", "--source", &admin]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("public.stock_move has no primary key"), "{err}");
+    assert!(err.contains(r#"ALTER TABLE "public"."stock_move" REPLICA IDENTITY FULL"#), "{err}");
+    assert_eq!(db.sql("SELECT count(*) FROM pg_publication").trim(), "0");
+    assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots").trim(), "0");
+    let out = odoo_cdc(&[
+        "slot", "create", "--source", &admin, "--tables", "sale_order,does_not_exist", "--dry-run",
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("public.does_not_exist does not exist"), "{}", stderr(&out));
+    // What the advice says works.
+    db.sql("ALTER TABLE stock_move REPLICA IDENTITY FULL");
+    let out = odoo_cdc(&["slot", "create", "--source", &admin]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots").trim(), "1");
+}
+
+#[test]
+fn slot_status_exit_codes_name_what_needs_a_person() {
+    let db = Db::start();
+    odoo_tables(&db);
+    let admin = db.cluster.superuser_url("odoo");
+    db.sql("CREATE PUBLICATION odoo_cdc FOR TABLE sale_order, stock_quant");
+    let code = |slot: &str| {
+        let out = odoo_cdc(&["slot", "status", "--source", &admin, "--slot", slot, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+        (out.status.code(), v, stderr(&out))
+    };
+    assert_eq!(code("odoo_cdc").0, Some(3));
+    db.sql("SELECT pg_create_logical_replication_slot('odoo_cdc', 'pgoutput')");
+    let (c, v, _) = code("odoo_cdc");
+    assert_eq!(c, Some(0), "{v}");
+    assert!(v["problem"].is_null(), "{v}");
+    db.sql("SELECT pg_create_logical_replication_slot('other', 'test_decoding')");
+    let (c, v, err) = code("other");
+    assert_eq!(c, Some(6), "{v}");
+    assert!(err.contains("test_decoding"), "{err}");
+    db.sql("SELECT pg_create_physical_replication_slot('standby')");
+    let (c, _, err) = code("standby");
+    assert_eq!(c, Some(6));
+    assert!(err.contains("physical"), "{err}");
+    // A published table that lost its key.
+    db.sql("ALTER TABLE sale_order DROP CONSTRAINT sale_order_pkey");
+    let (c, v, err) = code("odoo_cdc");
+    assert_eq!(c, Some(7), "{v}");
+    assert!(err.contains("REPLICA IDENTITY FULL"), "{err}");
+    // The text form says the same, and a closed stdout pipe is not an error of odoo-cdc's.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} slot status --source '{admin}' | head -c 1 >/dev/null; echo \"${{PIPESTATUS:-}}\"",
+            odoo_cdc_tests::odoo_cdc_bin().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("replication connection"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

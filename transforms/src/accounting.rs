@@ -20,6 +20,8 @@ struct Move {
     date: Option<String>,
     reversed: Option<i64>,
     postings: u32,
+    /// Odoo's `write_date` (UTC, `YYYY-MM-DD HH:MM:SS[.ffffff]`).
+    write_date: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,7 @@ impl Accounting {
                         date: text(r, "date").map(str::to_string),
                         reversed: int(r, "reversed_entry_id"),
                         postings: prev.map_or(0, |m| m.postings),
+                        write_date: text(r, "write_date").map(str::to_string),
                     },
                 );
                 self.touched.insert(id);
@@ -148,6 +151,35 @@ impl Accounting {
     pub fn finish_quietly(&mut self) {
         self.before.clear();
         self.touched.clear();
+    }
+
+    /// After a lost slot was recreated: a journal entry for every posted move written at or
+    /// after `since` (UTC, `YYYY-MM-DD HH:MM:SS`; every posted move when None), under the
+    /// posting it already had, so one booked before the gap is a no-op (same `requestid`).
+    pub fn resync(&mut self, since: Option<&str>) -> Vec<RetailEvent> {
+        let mut ids: Vec<i64> = self
+            .moves
+            .iter()
+            .filter(|(_, m)| m.state == "posted")
+            .filter(|(_, m)| match (since, m.write_date.as_deref()) {
+                (None, _) => true,
+                (Some(s), Some(w)) => w >= s,
+                // No write_date: cannot tell, so it is booked again (idempotent).
+                (Some(_), None) => true,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(m) = self.moves.get_mut(&id) else {
+                continue;
+            };
+            m.postings = m.postings.max(1);
+            let m = m.clone();
+            out.push(self.entry(id, &m, m.postings));
+        }
+        out
     }
 
     /// Ends the transaction: a journal entry for every move that became `posted`. When

@@ -91,6 +91,24 @@ impl Transformer {
             .collect()
     }
 
+    /// Ends the snapshot of a slot recreated after it was lost (`odoo-cdc run --resync`):
+    /// everything the gap may hold is sent again, idempotently: every level, every open
+    /// delivery, and every posted move written since `since` (see [`accounting::Accounting::resync`]).
+    pub fn finish_resync(&mut self, commit_lsn: u64, since: Option<&str>) -> Vec<Sourced> {
+        let mut events = self.inventory.finish();
+        events.extend(self.fulfillment.finish());
+        self.accounting.finish_quietly();
+        events.extend(self.accounting.resync(since));
+        events
+            .into_iter()
+            .map(|event| Sourced {
+                event,
+                source_commit_lsn: commit_lsn,
+                committed_us: 0,
+            })
+            .collect()
+    }
+
     /// Ends a snapshot read with [`Self::apply_snapshot_row`] as a restore (see
     /// [`Self::restore`]).
     pub fn finish_restore(&mut self, snapshot_lsn: u64) {
