@@ -292,7 +292,7 @@ pub async fn run(mut cfg: Config, resync: bool) -> Result<()> {
                 let c = state.client().await?;
                 let row = c
                     .query_one(
-                        "SELECT to_char(to_timestamp($1 / 1e6 - 300) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+                        "SELECT to_char(to_timestamp($1::float8 / 1000000 - 300) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
                         &[&us],
                     )
                     .await?;

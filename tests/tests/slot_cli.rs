@@ -205,12 +205,26 @@ fn slot_create_preflight_refuses_and_leaves_nothing_behind() {
         assert!(!out.status.success(), "{}", stdout(&out));
         let err = stderr(&out);
         assert!(err.contains("wal_level is replica"), "{err}");
-        assert!(err.contains("ALTER SYSTEM SET wal_level = logical"), "{err}");
-        assert!(err.contains(&format!(":{}", replica.cluster.port())), "{err}");
+        assert!(
+            err.contains("ALTER SYSTEM SET wal_level = logical"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(":{}", replica.cluster.port())),
+            "{err}"
+        );
         assert!(err.contains("nothing was created"), "{err}");
     }
-    assert_eq!(replica.sql("SELECT count(*) FROM pg_publication").trim(), "0");
-    assert_eq!(replica.sql("SELECT count(*) FROM pg_replication_slots").trim(), "0");
+    assert_eq!(
+        replica.sql("SELECT count(*) FROM pg_publication").trim(),
+        "0"
+    );
+    assert_eq!(
+        replica
+            .sql("SELECT count(*) FROM pg_replication_slots")
+            .trim(),
+        "0"
+    );
 
     // A table without a key, and one that does not exist.
     let db = Db::start();
@@ -220,20 +234,42 @@ fn slot_create_preflight_refuses_and_leaves_nothing_behind() {
     let out = odoo_cdc(&["slot", "create", "--source", &admin]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("public.stock_move has no primary key"), "{err}");
-    assert!(err.contains(r#"ALTER TABLE "public"."stock_move" REPLICA IDENTITY FULL"#), "{err}");
+    assert!(
+        err.contains("public.stock_move has no primary key"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"ALTER TABLE "public"."stock_move" REPLICA IDENTITY FULL"#),
+        "{err}"
+    );
     assert_eq!(db.sql("SELECT count(*) FROM pg_publication").trim(), "0");
-    assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots").trim(), "0");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM pg_replication_slots").trim(),
+        "0"
+    );
     let out = odoo_cdc(&[
-        "slot", "create", "--source", &admin, "--tables", "sale_order,does_not_exist", "--dry-run",
+        "slot",
+        "create",
+        "--source",
+        &admin,
+        "--tables",
+        "sale_order,does_not_exist",
+        "--dry-run",
     ]);
     assert!(!out.status.success(), "{}", stdout(&out));
-    assert!(stderr(&out).contains("public.does_not_exist does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("public.does_not_exist does not exist"),
+        "{}",
+        stderr(&out)
+    );
     // What the advice says works.
     db.sql("ALTER TABLE stock_move REPLICA IDENTITY FULL");
     let out = odoo_cdc(&["slot", "create", "--source", &admin]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots").trim(), "1");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM pg_replication_slots").trim(),
+        "1"
+    );
 }
 
 #[test]
@@ -243,7 +279,9 @@ fn slot_status_exit_codes_name_what_needs_a_person() {
     let admin = db.cluster.superuser_url("odoo");
     db.sql("CREATE PUBLICATION odoo_cdc FOR TABLE sale_order, stock_quant");
     let code = |slot: &str| {
-        let out = odoo_cdc(&["slot", "status", "--source", &admin, "--slot", slot, "--json"]);
+        let out = odoo_cdc(&[
+            "slot", "status", "--source", &admin, "--slot", slot, "--json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
         (out.status.code(), v, stderr(&out))
     };
