@@ -12,6 +12,7 @@ pub mod run_cmd;
 pub mod runtime;
 pub mod slot_cmd;
 pub mod state;
+pub mod status_cmd;
 pub mod tail;
 pub mod webhook;
 pub mod writeback;

@@ -115,6 +115,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What needs a person: the slot and its lag, each sink's outbox and dead letters by
+    /// reason, the inbox, the running process's readiness. Needs only the source connection.
+    /// Exit 0: all well; 1: something needs a person; 2: the state cannot be read.
+    Status {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -338,6 +349,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("no audit trail for Shopify order {order}");
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Status { config, json } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("odoo-cdc: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let code = pipeline::status_cmd::run(cfg, json, &mut stdout).await?;
+            return Ok(ExitCode::from(code));
         }
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)

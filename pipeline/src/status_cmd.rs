@@ -1,0 +1,251 @@
+//! `odoo-cdc status --config odoo-cdc.toml [--json]`: what an operator needs to see, from the
+//! source connection alone (no sink secret): the slot and its lag, each configured sink with
+//! its outbox depth and dead letters by reason, the inbox, and — when `runtime.metrics_listen`
+//! is set and odoo-cdc runs — its `/readyz` checks.
+//!
+//! Exit codes: 0 nothing needs a person; 1 something does (a lost, missing or unreserved slot,
+//! pending dead letters, events parked in the outbox, overdue or dead webhooks, a running
+//! odoo-cdc that is not ready); 2 the state cannot be read (bad config, database unreachable).
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+
+/// Collects the status; `(needs_a_person, document)`.
+pub async fn collect(mut cfg: Config) -> Result<(Vec<String>, Value)> {
+    let source = crate::dlq_cmd::source_of(&mut cfg, true)?;
+    let client = source.sql_client().await?;
+    let mut attention = Vec::new();
+    let slot = client
+        .query_opt(
+            "SELECT plugin::text, active_pid, confirmed_flush_lsn::text, wal_status, safe_wal_size, \
+             (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.source.slot],
+        )
+        .await?;
+    let slot = match slot {
+        None => {
+            attention.push(format!("slot {} does not exist", cfg.source.slot));
+            json!({"name": cfg.source.slot, "exists": false})
+        }
+        Some(r) => {
+            let wal_status: Option<String> = r.get(3);
+            let plugin: Option<String> = r.get(0);
+            match wal_status.as_deref() {
+                Some("lost") => attention.push(format!(
+                    "slot {} is lost: recover with `odoo-cdc run --resync`",
+                    cfg.source.slot
+                )),
+                Some("unreserved") => attention.push(format!(
+                    "slot {} is unreserved: WAL it needs goes at the next checkpoint",
+                    cfg.source.slot
+                )),
+                _ => {}
+            }
+            if plugin.as_deref() != Some("pgoutput") {
+                attention.push(format!("slot {} is not a pgoutput slot", cfg.source.slot));
+            }
+            json!({"name": cfg.source.slot, "exists": true, "plugin": plugin, "active_pid": r.get::<_, Option<i32>>(1),
+                   "confirmed_flush_lsn": r.get::<_, Option<String>>(2), "wal_status": wal_status,
+                   "safe_wal_size": r.get::<_, Option<i64>>(4), "lag_bytes": r.get::<_, Option<i64>>(5)})
+        }
+    };
+    // odoo_cdc's own tables exist once odoo-cdc has run.
+    let has_state = client
+        .query_one(
+            "SELECT to_regclass('odoo_cdc.dead_letters') IS NOT NULL AND to_regclass('odoo_cdc.inbox') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
+    let mut sinks = serde_json::Map::new();
+    let configured: Vec<&str> = [
+        cfg.sinks.shopify.as_ref().map(|_| "shopify"),
+        cfg.sinks.wms.as_ref().map(|_| "wms"),
+        cfg.sinks.accounting.as_ref().map(|_| "accounting"),
+        cfg.odoo.as_ref().map(|_| "odoo"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut inbox = Value::Null;
+    if has_state {
+        for sink in &configured {
+            let parked = client
+                .query_one(
+                    "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM odoo_cdc.outbox WHERE sink = $1",
+                    &[sink],
+                )
+                .await?;
+            let (depth, oldest): (i64, Option<f64>) = (parked.get(0), parked.get(1));
+            let dead = client
+                .query(
+                    "SELECT reason, count(*), sum(count)::bigint, max(last_seen)::text FROM odoo_cdc.dead_letters \
+                     WHERE sink = $1 AND replayed_at IS NULL GROUP BY reason ORDER BY 2 DESC, 1 LIMIT 20",
+                    &[sink],
+                )
+                .await?;
+            let reasons: Vec<Value> = dead
+                .iter()
+                .map(|r| json!({"reason": r.get::<_, String>(0), "pending": r.get::<_, i64>(1), "seen": r.get::<_, Option<i64>>(2), "last_seen": r.get::<_, Option<String>>(3)}))
+                .collect();
+            let pending: i64 = dead.iter().map(|r| r.get::<_, i64>(1)).sum();
+            if depth > 0 {
+                attention.push(format!("{depth} events of {sink} parked in the outbox"));
+            }
+            if pending > 0 {
+                attention.push(format!(
+                    "{pending} dead letters of {sink} (`odoo-cdc dlq list`)"
+                ));
+            }
+            sinks.insert(
+                (*sink).to_string(),
+                json!({"outbox_depth": depth, "oldest_parked_secs": oldest, "dead_letters": pending, "dead_letter_reasons": reasons}),
+            );
+        }
+        let r = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'pending' AND attempts = 0), \
+                 count(*) FILTER (WHERE status = 'pending' AND attempts > 0), \
+                 count(*) FILTER (WHERE status = 'dead'), count(*) FILTER (WHERE status = 'done'), \
+                 extract(epoch FROM now() - min(received_at) FILTER (WHERE status = 'pending'))::float8 FROM odoo_cdc.inbox",
+                &[],
+            )
+            .await?;
+        let (pending, retrying, dead, done): (i64, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let oldest: Option<f64> = r.get(4);
+        if oldest.is_some_and(|s| s > cfg.runtime.unready_after_secs as f64) {
+            attention.push(format!(
+                "the oldest pending webhook is {:.0}s old",
+                oldest.unwrap_or_default()
+            ));
+        }
+        inbox = json!({"pending": pending, "retrying": retrying, "dead": dead, "applied": done, "oldest_pending_secs": oldest});
+    } else {
+        for sink in &configured {
+            sinks.insert(
+                (*sink).to_string(),
+                json!({"outbox_depth": 0, "dead_letters": 0}),
+            );
+        }
+    }
+    // The running process, if it can be asked.
+    let running = match &cfg.runtime.metrics_listen {
+        Some(addr) => {
+            let addr = addr
+                .replace("0.0.0.0", "127.0.0.1")
+                .replace("[::]", "[::1]");
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            match http.get(format!("http://{addr}/readyz")).send().await {
+                Ok(r) => {
+                    let ready = r.status().is_success();
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    if !ready {
+                        attention.push(format!("odoo-cdc at {addr} is not ready"));
+                    }
+                    json!({"reachable": true, "ready": ready, "readyz": body})
+                }
+                Err(e) => json!({"reachable": false, "error": e.to_string()}),
+            }
+        }
+        None => Value::Null,
+    };
+    let doc = json!({"slot": slot, "sinks": sinks, "inbox": inbox, "running": running, "needs_attention": attention});
+    Ok((attention, doc))
+}
+
+/// Prints the status; returns the exit code.
+pub async fn run(cfg: Config, as_json: bool, out: &mut impl Write) -> Result<u8> {
+    let (attention, doc) = match collect(cfg).await {
+        Ok(v) => v,
+        Err(e) => {
+            if as_json {
+                writeln!(out, "{}", json!({"error": format!("{e:#}")}))?;
+            }
+            eprintln!("odoo-cdc: cannot read the status: {e:#}");
+            return Ok(2);
+        }
+    };
+    if as_json {
+        writeln!(out, "{doc}")?;
+    } else {
+        let s = &doc["slot"];
+        if s["exists"].as_bool() == Some(true) {
+            writeln!(
+                out,
+                "slot      {} ({}, wal_status {}, confirmed {}, lag {} bytes, safe_wal_size {})",
+                s["name"].as_str().unwrap_or(""),
+                if s["active_pid"].is_null() {
+                    "inactive"
+                } else {
+                    "active"
+                },
+                s["wal_status"].as_str().unwrap_or("-"),
+                s["confirmed_flush_lsn"].as_str().unwrap_or("-"),
+                s["lag_bytes"],
+                s["safe_wal_size"]
+            )?;
+        } else {
+            writeln!(
+                out,
+                "slot      {} (does not exist)",
+                s["name"].as_str().unwrap_or("")
+            )?;
+        }
+        match doc["running"].as_object() {
+            Some(r) if r.get("reachable") == Some(&json!(true)) => writeln!(
+                out,
+                "running   {}",
+                if r.get("ready") == Some(&json!(true)) {
+                    "ready"
+                } else {
+                    "NOT READY"
+                }
+            )?,
+            Some(_) => writeln!(
+                out,
+                "running   not reachable (not running, or metrics_listen is elsewhere)"
+            )?,
+            None => writeln!(out, "running   unknown (no runtime.metrics_listen)")?,
+        }
+        if let Some(sinks) = doc["sinks"].as_object() {
+            for (name, v) in sinks {
+                writeln!(
+                    out,
+                    "sink      {name}: outbox {}, dead letters {}",
+                    v["outbox_depth"], v["dead_letters"]
+                )?;
+                for r in v["dead_letter_reasons"].as_array().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "            {} x {}",
+                        r["pending"],
+                        r["reason"].as_str().unwrap_or("")
+                    )?;
+                }
+            }
+        }
+        let i = &doc["inbox"];
+        if !i.is_null() {
+            writeln!(
+                out,
+                "inbox     {} pending, {} retrying, {} dead, {} applied",
+                i["pending"], i["retrying"], i["dead"], i["applied"]
+            )?;
+        }
+        if attention.is_empty() {
+            writeln!(out, "ok        nothing needs a person")?;
+        } else {
+            for a in &attention {
+                writeln!(out, "ATTENTION {a}")?;
+            }
+        }
+    }
+    Ok(u8::from(!attention.is_empty()))
+}
