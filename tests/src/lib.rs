@@ -372,3 +372,14 @@ pub fn series(metrics: &str, name_and_labels: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name_and_labels} in\n{metrics}"))
 }
+
+/// A new client to the fixture Odoo database (after a PostgreSQL restart), retried for 30 s.
+pub async fn reconnect(db: &Db) -> fixtures::odoo::OdooClient {
+    for _ in 0..300 {
+        if let Ok(c) = db.cluster.superuser_client("odoo").await {
+            return fixtures::odoo::OdooClient::new(c);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("cannot reconnect to the fixture database");
+}

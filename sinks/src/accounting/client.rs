@@ -59,6 +59,10 @@ pub struct AccountingClient {
     http: reqwest::Client,
     tokens: Box<dyn TokenStore>,
     access: Option<(String, Instant)>,
+    /// A rotated refresh token the store could not save yet (its database was down): the
+    /// newest one, used for the next refresh and saved again before anything else. Losing
+    /// it would lock odoo-cdc out (the old token is already invalid).
+    unsaved: Option<String>,
 }
 
 impl AccountingClient {
@@ -73,20 +77,40 @@ impl AccountingClient {
             http,
             tokens,
             access: None,
+            unsaved: None,
         })
     }
 
+    /// Saves a rotated refresh token the store could not take before.
+    async fn persist_pending(&mut self) {
+        if let Some(t) = self.unsaved.clone() {
+            match self.tokens.save(&t).await {
+                Ok(()) => {
+                    self.unsaved = None;
+                    tracing::info!("rotated accounting refresh token saved");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot save the rotated accounting refresh token yet; it is kept in memory")
+                }
+            }
+        }
+    }
+
     async fn refresh(&mut self) -> Result<String, SinkError> {
-        let refresh = self
-            .tokens
-            .load()
-            .await
-            .map_err(|e| SinkError::transient(format!("reading the refresh token: {e}")))?
-            .ok_or_else(|| {
-                SinkError::permanent(
-                    "no refresh token: authorize odoo-cdc with the accounting system",
-                )
-            })?;
+        self.persist_pending().await;
+        let refresh = match &self.unsaved {
+            Some(t) => t.clone(),
+            None => self
+                .tokens
+                .load()
+                .await
+                .map_err(|e| SinkError::transient(format!("reading the refresh token: {e}")))?
+                .ok_or_else(|| {
+                    SinkError::permanent(
+                        "no refresh token: authorize odoo-cdc with the accounting system",
+                    )
+                })?,
+        };
         let resp = self
             .http
             .post(format!("{}/oauth2/v1/tokens/bearer", self.cfg.base_url))
@@ -114,10 +138,9 @@ impl AccountingClient {
             .ok_or_else(|| SinkError::transient("token refresh: no access_token"))?
             .to_string();
         if let Some(new_refresh) = v["refresh_token"].as_str() {
-            self.tokens
-                .save(new_refresh)
-                .await
-                .map_err(|e| SinkError::transient(format!("persisting the refresh token: {e}")))?;
+            // The old token is invalid from now on: never drop the new one.
+            self.unsaved = Some(new_refresh.to_string());
+            self.persist_pending().await;
         }
         let ttl = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
         // Renew a minute early.
@@ -129,6 +152,9 @@ impl AccountingClient {
     }
 
     async fn token(&mut self) -> Result<String, SinkError> {
+        if self.unsaved.is_some() {
+            self.persist_pending().await;
+        }
         match &self.access {
             Some((t, until)) if Instant::now() < *until => Ok(t.clone()),
             _ => self.refresh().await,
