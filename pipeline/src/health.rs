@@ -111,7 +111,7 @@ pub fn render(shared: &Shared) -> String {
             "odoo_cdc_state_reconnects_total",
             "counter",
             "Connections to odoo-cdc's state database replaced after one was lost.",
-            state.reconnects.load(Ordering::Relaxed),
+            state.reconnects(),
         );
     }
     let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
@@ -284,8 +284,9 @@ pub fn render(shared: &Shared) -> String {
     out
 }
 
-/// One readiness check: its name, whether it passes, and what it found.
-fn check(ok: bool, detail: impl Into<Value>) -> Value {
+/// One readiness check: whether it passes and what it found (a failure makes `ready` false).
+fn check(ready: &mut bool, ok: bool, detail: impl Into<Value>) -> Value {
+    *ready &= ok;
     json!({"ok": ok, "detail": detail.into()})
 }
 
@@ -293,11 +294,13 @@ fn check(ok: bool, detail: impl Into<Value>) -> Value {
 /// (retrying or parked) longer than `runtime.unready_after_secs`, the inbox not stuck.
 pub async fn readiness(shared: &Shared) -> (bool, Value) {
     let limit = shared.unready_after();
+    let mut ready = true;
+    let r = &mut ready;
     let mut checks = serde_json::Map::new();
     let replication = match shared.replication.lock().ok().and_then(|g| g.clone()) {
-        Some(Ok(())) => check(true, "streaming"),
-        Some(Err(e)) => check(false, e),
-        None => check(false, "starting"),
+        Some(Ok(())) => check(r, true, "streaming"),
+        Some(Err(e)) => check(r, false, e),
+        None => check(r, false, "starting"),
     };
     checks.insert("replication".into(), replication);
     let mut inbox_check = None;
@@ -306,8 +309,8 @@ pub async fn readiness(shared: &Shared) -> (bool, Value) {
         checks.insert(
             "state".into(),
             match &ping {
-                Ok(()) => check(true, "reachable"),
-                Err(e) => check(false, e.to_string()),
+                Ok(()) => check(r, true, "reachable"),
+                Err(e) => check(r, false, e.to_string()),
             },
         );
         if ping.is_ok() && shared.writeback.lock().is_ok_and(|g| g.is_some()) {
@@ -326,15 +329,16 @@ pub async fn readiness(shared: &Shared) -> (bool, Value) {
                 Err(e) => Err(e.to_string()),
             };
             inbox_check = Some(match stuck {
-                Ok((pending, 0)) => check(true, format!("{pending} pending")),
+                Ok((pending, 0)) => check(r, true, format!("{pending} pending")),
                 Ok((pending, overdue)) => check(
+                    r,
                     false,
                     format!(
                         "{overdue} of {pending} pending webhooks overdue by more than {}s",
                         limit.as_secs()
                     ),
                 ),
-                Err(e) => check(false, e),
+                Err(e) => check(r, false, e),
             });
         }
     }
@@ -349,10 +353,10 @@ pub async fn readiness(shared: &Shared) -> (bool, Value) {
                     .ok()
                     .and_then(|g| g.clone())
                     .unwrap_or_default();
-                check(false, format!("failing for {}s: {e}", d.as_secs()))
+                check(r, false, format!("failing for {}s: {e}", d.as_secs()))
             }
-            Some(d) => check(true, format!("retrying for {}s", d.as_secs())),
-            None => check(true, "delivering"),
+            Some(d) => check(r, true, format!("retrying for {}s", d.as_secs())),
+            None => check(r, true, "delivering"),
         };
         sinks.insert((*name).to_string(), v);
     }
@@ -362,13 +366,7 @@ pub async fn readiness(shared: &Shared) -> (bool, Value) {
     if let Some(i) = inbox_check {
         checks.insert("inbox".into(), i);
     }
-    let ok = checks.values().all(|c| match c.get("ok") {
-        Some(v) => v.as_bool() == Some(true),
-        None => c
-            .as_object()
-            .is_some_and(|m| m.values().all(|s| s["ok"].as_bool() == Some(true))),
-    });
-    (ok, json!({"ready": ok, "checks": checks}))
+    (ready, json!({"ready": ready, "checks": checks}))
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {

@@ -42,17 +42,6 @@ pub struct InboxStats {
     pub latency: Histogram,
     /// Money that needed a rounding line, or still differs from Shopify's.
     pub writeback: Arc<crate::writeback::WritebackStats>,
-    /// When the worker last went round its loop (Unix seconds; 0 before it started).
-    pub last_beat: AtomicU64,
-}
-
-impl InboxStats {
-    fn beat(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_beat.store(now, Ordering::Relaxed);
-    }
 }
 
 /// A row of the inbox.
@@ -374,7 +363,6 @@ impl Inbox {
         let mut backoff = cdc::backoff::Backoff::default();
         let mut listening = None;
         while !stopping.load(Ordering::SeqCst) {
-            self.stats.beat();
             self.listen(&mut listening).await;
             let db = match self.db.client().await {
                 Ok(c) => c,

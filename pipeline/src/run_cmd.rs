@@ -278,11 +278,9 @@ pub async fn run(mut cfg: Config, resync: bool) -> Result<()> {
                 );
             }
             tracing::warn!(slot = %cfg.source.slot, wal_status = ?st.wal_status, "--resync: dropping the old slot");
-            conn.simple_query(&format!(
-                "SELECT pg_drop_replication_slot({})",
-                cdc::conn::quote_literal(&cfg.source.slot)
-            ))
-            .await?;
+            for sql in cdc::slot::drop_sql(&cfg.source.slot, &cfg.source.publication, false) {
+                conn.simple_query(&sql).await?;
+            }
         }
         // The gap starts at the last confirmed commit (five minutes earlier, for clock skew
         // between Odoo's write_date and the commit time); without one, every posted move.

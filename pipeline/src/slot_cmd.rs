@@ -50,12 +50,13 @@ pub struct Keyless {
     pub fix: String,
 }
 
-/// The tables of `tables` (`schema.table`) without a primary key and with replica identity
-/// `default` (or with `nothing`): publishing them makes Odoo's UPDATEs fail.
-pub async fn keyless(
+/// Each of `tables` (`schema.table`, or `table` in `public`) that cannot be published as it
+/// is: `Err(())` when it does not exist, `Ok(k)` when it has neither a primary key nor a usable
+/// replica identity (publishing it makes Odoo's UPDATEs fail). One query for all of them.
+async fn table_problems(
     conn: &mut ReplicationConnection,
     tables: &[String],
-) -> Result<Vec<Keyless>, ReplError> {
+) -> Result<Vec<(String, Result<Keyless, ()>)>, ReplError> {
     if tables.is_empty() {
         return Ok(Vec::new());
     }
@@ -72,10 +73,11 @@ pub async fn keyless(
         .collect();
     let rows = conn
         .simple_query(&format!(
-            "SELECT n.nspname::text || '.' || c.relname::text, c.relreplident::text, \
+            "SELECT v.s || '.' || v.t, (c.oid IS NOT NULL)::text, coalesce(c.relreplident::text, ''), \
              EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)::text \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE (n.nspname, c.relname) IN (VALUES {}) ORDER BY 1",
+             FROM (VALUES {}) v(s, t) LEFT JOIN pg_namespace n ON n.nspname = v.s \
+             LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = v.t AND c.relkind IN ('r', 'p') \
+             ORDER BY 1",
             list.join(", ")
         ))
         .await?;
@@ -83,25 +85,40 @@ pub async fn keyless(
         .into_iter()
         .filter_map(|r| {
             let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-            let (name, ident, pk) = (get(0), get(1), get(2) == "true");
+            let (name, exists, ident, pk) = (get(0), get(1) == "true", get(2), get(3) == "true");
+            if !exists {
+                return Some((name, Err(())));
+            }
             let broken = ident == "n" || (ident == "d" && !pk);
-            broken.then(|| Keyless {
-                fix: format!(
+            broken.then(|| {
+                let fix = format!(
                     "ALTER TABLE {} REPLICA IDENTITY FULL;  -- or add a primary key",
                     name.split('.')
                         .map(cdc::conn::quote_ident)
                         .collect::<Vec<_>>()
                         .join(".")
-                ),
-                table: name,
+                );
+                (name.clone(), Ok(Keyless { table: name, fix }))
             })
         })
         .collect())
 }
 
+/// The tables of `tables` without a primary key or usable replica identity.
+pub async fn keyless(
+    conn: &mut ReplicationConnection,
+    tables: &[String],
+) -> Result<Vec<Keyless>, ReplError> {
+    Ok(table_problems(conn, tables)
+        .await?
+        .into_iter()
+        .filter_map(|(_, p)| p.ok())
+        .collect())
+}
+
 /// What `slot status` found that needs a person: (exit code, problem), the worst first, and
 /// warnings that need attention soon.
-fn verdict(
+pub fn verdict(
     st: Option<&SlotStatus>,
     tables: Option<&[PublishedTable]>,
     keyless: &[Keyless],
@@ -396,28 +413,14 @@ pub async fn preflight(
                 .into(),
         );
     }
-    let mut present = Vec::new();
-    for t in tables {
-        let (schema, table) = t.split_once('.').unwrap_or(("public", t));
-        let found = conn
-            .simple_query(&format!(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p')",
-                cdc::conn::quote_literal(schema),
-                cdc::conn::quote_literal(table)
-            ))
-            .await?;
-        if found.is_empty() {
-            problems.push(format!("table {schema}.{table} does not exist"));
-        } else {
-            present.push(format!("{schema}.{table}"));
-        }
-    }
-    for k in keyless(conn, &present).await? {
-        problems.push(format!(
-            "table {} has no primary key or usable replica identity (Odoo's UPDATEs on it would fail once published): {}",
-            k.table, k.fix
-        ));
+    for (table, p) in table_problems(conn, tables).await? {
+        problems.push(match p {
+            Err(()) => format!("table {table} does not exist"),
+            Ok(k) => format!(
+                "table {} has no primary key or usable replica identity (Odoo's UPDATEs on it would fail once published): {}",
+                k.table, k.fix
+            ),
+        });
     }
     Ok(problems)
 }

@@ -50,10 +50,8 @@ pub struct StateDb {
     current: tokio::sync::Mutex<Option<Arc<Client>>>,
     up: AtomicBool,
     last_failure: Mutex<Option<(Instant, String)>>,
-    /// Connections replaced after one was lost.
-    pub reconnects: AtomicU64,
-    /// Connection attempts that failed.
-    pub failures: AtomicU64,
+    /// Connections made (the first one included).
+    connects: AtomicU64,
 }
 
 impl StateDb {
@@ -73,10 +71,9 @@ impl StateDb {
         Self {
             source,
             up: AtomicBool::new(client.is_some()),
+            connects: AtomicU64::new(u64::from(client.is_some())),
             current: tokio::sync::Mutex::new(client),
             last_failure: Mutex::new(None),
-            reconnects: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
         }
     }
 
@@ -90,15 +87,9 @@ impl StateDb {
         self.up.load(Ordering::SeqCst)
     }
 
-    /// The last connection failure, if the database is down.
-    pub fn last_error(&self) -> Option<String> {
-        if self.is_up() {
-            return None;
-        }
-        self.last_failure
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|(_, e)| e.clone()))
+    /// Connections replaced after one was lost (every connection after the first).
+    pub fn reconnects(&self) -> u64 {
+        self.connects.load(Ordering::SeqCst).saturating_sub(1)
     }
 
     /// A live connection: the current one, or a new one when it was lost.
@@ -128,9 +119,8 @@ impl StateDb {
             Ok(Ok(c)) => {
                 let c = Arc::new(c);
                 *current = Some(c.clone());
-                let was_down = !self.up.swap(true, Ordering::SeqCst);
-                if lost || (was_down && self.failures.load(Ordering::SeqCst) > 0) {
-                    self.reconnects.fetch_add(1, Ordering::SeqCst);
+                self.up.store(true, Ordering::SeqCst);
+                if self.connects.fetch_add(1, Ordering::SeqCst) > 0 {
                     tracing::info!("connection to odoo-cdc's state restored");
                 }
                 if let Ok(mut g) = self.last_failure.lock() {
@@ -148,7 +138,6 @@ impl StateDb {
 
     fn fail(&self, e: String) -> StateError {
         self.up.store(false, Ordering::SeqCst);
-        self.failures.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut g) = self.last_failure.lock() {
             *g = Some((Instant::now(), e.clone()));
         }

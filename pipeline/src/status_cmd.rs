@@ -19,38 +19,31 @@ pub async fn collect(mut cfg: Config) -> Result<(Vec<String>, Value)> {
     let source = crate::dlq_cmd::source_of(&mut cfg, true)?;
     let client = source.sql_client().await?;
     let mut attention = Vec::new();
-    let slot = client
-        .query_opt(
-            "SELECT plugin::text, active_pid, confirmed_flush_lsn::text, wal_status, safe_wal_size, \
-             (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
-            &[&cfg.source.slot],
-        )
-        .await?;
-    let slot = match slot {
-        None => {
-            attention.push(format!("slot {} does not exist", cfg.source.slot));
-            json!({"name": cfg.source.slot, "exists": false})
-        }
-        Some(r) => {
-            let wal_status: Option<String> = r.get(3);
-            let plugin: Option<String> = r.get(0);
-            match wal_status.as_deref() {
-                Some("lost") => attention.push(format!(
-                    "slot {} is lost: recover with `odoo-cdc run --resync`",
-                    cfg.source.slot
-                )),
-                Some("unreserved") => attention.push(format!(
-                    "slot {} is unreserved: WAL it needs goes at the next checkpoint",
-                    cfg.source.slot
-                )),
-                _ => {}
-            }
-            if plugin.as_deref() != Some("pgoutput") {
-                attention.push(format!("slot {} is not a pgoutput slot", cfg.source.slot));
-            }
-            json!({"name": cfg.source.slot, "exists": true, "plugin": plugin, "active_pid": r.get::<_, Option<i32>>(1),
-                   "confirmed_flush_lsn": r.get::<_, Option<String>>(2), "wal_status": wal_status,
-                   "safe_wal_size": r.get::<_, Option<i64>>(4), "lag_bytes": r.get::<_, Option<i64>>(5)})
+    // The slot, judged as `slot status` judges it (one verdict, the same exit-code causes).
+    let mut conn = cdc::conn::ReplicationConnection::connect(&source).await?;
+    let st = cdc::slot::status(&mut conn, &cfg.source.slot).await?;
+    let tables = cdc::slot::publication_tables(&mut conn, &cfg.source.publication).await?;
+    let names: Vec<String> = tables
+        .iter()
+        .flatten()
+        .map(|t| format!("{}.{}", t.schema, t.table))
+        .collect();
+    let keyless = crate::slot_cmd::keyless(&mut conn, &names).await?;
+    drop(conn);
+    let (problem, warnings) = crate::slot_cmd::verdict(
+        st.as_ref(),
+        tables.as_deref(),
+        &keyless,
+        crate::slot_cmd::DEFAULT_MIN_SAFE_WAL_MB * 1024 * 1024,
+    );
+    attention.extend(problem.map(|(_, p)| format!("slot {}: {p}", cfg.source.slot)));
+    attention.extend(warnings);
+    let slot = match &st {
+        None => json!({"name": cfg.source.slot, "exists": false}),
+        Some(s) => {
+            json!({"name": cfg.source.slot, "exists": true, "plugin": s.plugin, "active_pid": s.active_pid,
+                          "confirmed_flush_lsn": s.confirmed_flush_lsn.map(|l| l.to_string()), "wal_status": s.wal_status,
+                          "safe_wal_size": s.safe_wal_size, "lag_bytes": s.lag_bytes})
         }
     };
     // odoo_cdc's own tables exist once odoo-cdc has run.
