@@ -1200,6 +1200,14 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut acked = start;
     loop {
+        if let Some(state) = shared.state.as_ref().filter(|s| !s.is_up()) {
+            // Streaming resumes once outcomes can be recorded again.
+            if let Err(e) = state.ping().await {
+                shared.set_replication(Some(format!("paused: {e}")));
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        }
         let session = async {
             let mut conn = ReplicationConnection::connect(&opts.source).await?;
             let status = cdc::slot::ensure(&mut conn, &opts.slot, &opts.publication, false).await?;
@@ -1227,12 +1235,28 @@ pub async fn run(
             let mut unconfirmed: std::collections::VecDeque<(Lsn, u64)> =
                 std::collections::VecDeque::new();
             loop {
+                if shared.state.as_ref().is_some_and(|s| !s.is_up()) {
+                    // The state database is unreachable: a worker cannot record a dead letter
+                    // or park, so nothing more gets confirmed. Holding the stream open would
+                    // make a fast shutdown of PostgreSQL wait for this walsender forever
+                    // (it waits for everything sent to be confirmed); let go, and resume from
+                    // the slot once the state database answers.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+                    return Err(ReplError::Io(std::io::Error::other(
+                        "odoo-cdc's state database is unreachable: replication paused",
+                    )));
+                }
                 let batch = stream.next_batch().await?;
                 for (lsn, data) in batch.iter() {
                     decoder.process(lsn, data, &mut collector)?;
                 }
                 for (txn, end) in collector.done.drain(..) {
-                    if end <= acked && acked > Lsn::ZERO {
+                    // After a reconnect the server sends again from the confirmed position:
+                    // what this process already applied (and queued) is skipped. Applying it
+                    // again would move the transformer's state backwards (an invoice back to
+                    // draft) and count a second posting: a second journal entry.
+                    let applied = Lsn(shared.read.load(Ordering::SeqCst)).max(acked);
+                    if end <= applied && applied > Lsn::ZERO {
                         continue;
                     }
                     let events = transformer.apply(&txn);

@@ -82,7 +82,7 @@ impl StateDb {
         self.source.as_ref()
     }
 
-    /// Whether the last use found a working connection.
+    /// Whether the last use found a working connection (false once reconnecting failed).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }
@@ -100,8 +100,8 @@ impl StateDb {
                 return Ok(c.clone());
             }
         }
-        let lost = current.take().is_some();
-        if lost && self.up.swap(false, Ordering::SeqCst) {
+        // Lost is not down yet: `up` turns false only when reconnecting fails.
+        if current.take().is_some() {
             tracing::warn!("the connection to odoo-cdc's state was lost; reconnecting");
         }
         let Some(source) = &self.source else {
