@@ -383,3 +383,25 @@ pub async fn reconnect(db: &Db) -> fixtures::odoo::OdooClient {
     }
     panic!("cannot reconnect to the fixture database");
 }
+
+/// The `[sinks.accounting]` section for the accounting emulator at `url` (the fixture chart:
+/// receivable 121000, income 400000 mapped to `income`, tax 251000, bank 101401).
+pub fn accounting_section(
+    url: &str,
+    cfg: &fixtures::emulator::accounting::AccountingConfig,
+    income: &str,
+) -> String {
+    format!(
+        "[sinks.accounting]\nbase_url = \"{url}\"\nrealm_id = \"{}\"\nclient_id = \"{}\"\nrefresh_token = \"{}\"\n\
+         account_map = {{ \"121000\" = \"84\", \"400000\" = \"{income}\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n",
+        cfg.realm_id, cfg.client_id, cfg.refresh_token
+    )
+}
+
+/// SIGTERM, then whether the process exited 0.
+pub fn stop_term(child: &mut Running) -> bool {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    child.0.wait().map(|s| s.success()).unwrap_or(false)
+}

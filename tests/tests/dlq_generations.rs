@@ -9,27 +9,16 @@ use fixtures::emulator::accounting::{AccountingConfig as AcctCfg, AccountingEmul
 use fixtures::emulator::shopify::{ShopifyConfig as ShopCfg, ShopifyEmulator};
 use fixtures::odoo::actions::account;
 use odoo_cdc_tests::{
-    odoo_cdc_bin, odoo_cdc_env, scratch_dir, seeded_and_published, sell_one, wait_until, Db,
-    Running,
+    accounting_section, odoo_cdc_bin, odoo_cdc_env, scratch_dir, seeded_and_published, sell_one,
+    stop_term, wait_until, Db, Running,
 };
 
 fn accounting_config(db: &Db, acct: &AccountingEmulator, cfg: &AcctCfg, income: &str) -> String {
     format!(
-        "[source]\nurl = \"{}\"\n\n[sinks.accounting]\nbase_url = \"{}\"\nrealm_id = \"{}\"\nclient_id = \"{}\"\nrefresh_token = \"{}\"\n\
-         account_map = {{ \"121000\" = \"84\", \"400000\" = \"{income}\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n",
+        "[source]\nurl = \"{}\"\n\n{}",
         db.url(),
-        acct.url(),
-        cfg.realm_id,
-        cfg.client_id,
-        cfg.refresh_token
+        accounting_section(&acct.url(), cfg, income)
     )
-}
-
-fn stop(child: &mut Running) -> bool {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    child.0.wait().map(|s| s.success()).unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +55,7 @@ async fn a_refused_journal_entry_is_booked_by_a_replay_after_its_mapping_is_fixe
     });
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(dead, "{text}");
-    assert!(stop(&mut child), "{text}");
+    assert!(stop_term(&mut child), "{text}");
     let reason = db.sql("SELECT reason FROM odoo_cdc.dead_letters WHERE sink = 'accounting'");
     assert!(reason.contains("999"), "{reason}");
     assert!(acct.entries().is_empty());
@@ -180,7 +169,7 @@ async fn restarts_do_not_multiply_dead_letters() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(seen, "{text}");
-        assert!(stop(&mut child), "{text}");
+        assert!(stop_term(&mut child), "{text}");
         pending.push(
             db.sql("SELECT count(*) || ' ' || count(DISTINCT key) || ' ' || sum(count) FROM odoo_cdc.dead_letters WHERE sink = 'shopify' AND replayed_at IS NULL")
                 .trim()

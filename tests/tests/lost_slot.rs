@@ -8,7 +8,8 @@ use std::time::Duration;
 use fixtures::emulator::accounting::{AccountingConfig as AcctCfg, AccountingEmulator};
 use fixtures::odoo::actions::account;
 use odoo_cdc_tests::{
-    odoo_cdc, odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, wait_until, Db, Running,
+    odoo_cdc, odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, stop_term, wait_until, Db,
+    Running,
 };
 
 fn spawn(config: &std::path::Path, extra: &[&str], log: &std::path::Path) -> Running {
@@ -22,13 +23,6 @@ fn spawn(config: &std::path::Path, extra: &[&str], log: &std::path::Path) -> Run
             .spawn()
             .unwrap(),
     )
-}
-
-fn stop(child: &mut Running) -> bool {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    child.0.wait().map(|s| s.success()).unwrap_or(false)
 }
 
 async fn post_invoice(
@@ -57,13 +51,9 @@ async fn a_lost_slot_is_recovered_with_the_gap_delivered_once() {
     std::fs::write(
         &config,
         format!(
-            "[source]\nurl = \"{}\"\n\n[sinks.accounting]\nbase_url = \"{}\"\nrealm_id = \"{}\"\nclient_id = \"{}\"\nrefresh_token = \"{}\"\n\
-             account_map = {{ \"121000\" = \"84\", \"400000\" = \"79\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n",
+            "[source]\nurl = \"{}\"\n\n{}",
             db.url(),
-            acct.url(),
-            acct_cfg.realm_id,
-            acct_cfg.client_id,
-            acct_cfg.refresh_token
+            odoo_cdc_tests::accounting_section(&acct.url(), &acct_cfg, "79")
         ),
     )
     .unwrap();
@@ -78,7 +68,7 @@ async fn a_lost_slot_is_recovered_with_the_gap_delivered_once() {
     );
     // The newest confirmed commit is recorded every 5 s.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert!(stop(&mut child));
+    assert!(stop_term(&mut child));
 
     // Inside the gap: an invoice posted while odoo-cdc is down, then WAL enough to lose the slot.
     post_invoice(&mut c, &info, 1).await;
@@ -127,7 +117,7 @@ async fn a_lost_slot_is_recovered_with_the_gap_delivered_once() {
     let text = std::fs::read_to_string(&log3).unwrap_or_default();
     assert!(booked, "{text}");
     assert!(text.contains("resync after a lost slot"), "{text}");
-    assert!(stop(&mut child), "{text}");
+    assert!(stop_term(&mut child), "{text}");
     // Booked once each: the one before the gap was sent again under its requestid (a no-op).
     let entries = acct.entries();
     assert_eq!(entries.len(), 2, "{entries:?}");
