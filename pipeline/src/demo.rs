@@ -41,8 +41,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Runs the demo; returns whether every invariant held.
+/// Runs the demo; returns whether every invariant held. SIGTERM or Ctrl-C at any point stops it,
+/// and its PostgreSQL is stopped and removed on every way out (dropping the demo drops the
+/// cluster).
 pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
+    let summary = std::sync::Arc::new(std::sync::Mutex::new(None));
+    tokio::select! {
+        r = run_inner(duration, keep_running, summary.clone()) => r,
+        () = crate::run_cmd::stop_signal() => {
+            eprintln!("demo: stopped; removing its PostgreSQL and emulators");
+            Ok(summary.lock().ok().and_then(|g| *g).unwrap_or(false))
+        }
+    }
+}
+
+async fn run_inner(
+    duration: Duration,
+    keep_running: bool,
+    summary: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+) -> Result<bool> {
     let say = |m: &str| eprintln!("demo: {m}");
     say("starting a throwaway PostgreSQL (initdb, wal_level=logical)");
     let cluster = tokio::task::spawn_blocking(TempCluster::start).await??;
@@ -535,8 +552,12 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
         // A reader that stops reading must not stop the services.
         let _ = out.flush();
         drop(out);
-        say("everything stays up; Ctrl-C to stop");
-        tokio::signal::ctrl_c().await?;
+        say("everything stays up; Ctrl-C or SIGTERM to stop");
+        if let Ok(mut g) = summary.lock() {
+            *g = Some(ok);
+        }
+        // The caller stops on the signal, and the cluster goes with this future.
+        std::future::pending::<()>().await;
     }
     inbox_stop.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());

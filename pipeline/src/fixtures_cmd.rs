@@ -1,3 +1,6 @@
+//! `odoo-cdc fixtures seed --db URL`: the Odoo 18-shaped schema and data, in one transaction,
+//! into an empty database of one's own PostgreSQL.
+//!
 //! `odoo-cdc fixtures serve <shopify|wms|accounting|odoo>`: run one emulator standalone so a person
 //! can poke it with curl. Prints `service <name> <url>` and serves until interrupted. The
 //! Shopify emulator can be given a catalogue (`--catalogue FILE|URL`), so a real Odoo's products
@@ -223,6 +226,54 @@ pub fn parse_catalogue(text: &str) -> Result<Vec<CatalogueItem>, String> {
         return Err("no items".into());
     }
     Ok(out)
+}
+
+/// Loads the fixture schema and data into the database at `url` in one transaction; refuses a
+/// database that already has an Odoo schema (nothing is written then, or on any failure).
+pub async fn seed(
+    url: &str,
+    cfg: &fixtures::odoo::SeedConfig,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let source: cdc::SourceConfig = url.parse()?;
+    let client = source.sql_client().await?;
+    let taken: bool = client
+        .query_one("SELECT to_regclass('public.sale_order') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if taken {
+        anyhow::bail!(
+            "{}:{}/{} already has a sale_order table: seed an empty database (nothing was written)",
+            source.host,
+            source.port,
+            source.dbname
+        );
+    }
+    client.batch_execute("BEGIN").await?;
+    match fixtures::odoo::create_schema_and_data(&client, cfg).await {
+        Ok(info) => {
+            client.batch_execute("COMMIT").await?;
+            writeln!(
+                out,
+                "seeded {}:{}/{}: {} products, {} customers, {} warehouses",
+                source.host,
+                source.port,
+                source.dbname,
+                info.products.len(),
+                info.customers.len(),
+                info.warehouses.len()
+            )?;
+            writeln!(
+                out,
+                "next: create odoo-cdc's role and grants (README, \"Grants\"), then `odoo-cdc slot create --source URL`"
+            )?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(anyhow::anyhow!("seeding failed, nothing was written: {e}"))
+        }
+    }
 }
 
 #[cfg(test)]

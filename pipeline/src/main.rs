@@ -178,6 +178,24 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<pipeline::config::Confi
 
 #[derive(Subcommand)]
 enum FixturesAction {
+    /// Load the Odoo 18-shaped schema and data into an empty database (one transaction).
+    Seed {
+        /// PostgreSQL URL of the (empty) database.
+        #[arg(long)]
+        db: String,
+        /// Storable products.
+        #[arg(long, default_value_t = 200)]
+        products: usize,
+        /// Customers.
+        #[arg(long, default_value_t = 50)]
+        customers: usize,
+        /// Warehouses.
+        #[arg(long, default_value_t = 2)]
+        warehouses: usize,
+        /// RNG seed (the same seed writes the same data).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Serve one emulator on 127.0.0.1 until interrupted.
     Serve {
         /// Which emulator.
@@ -402,6 +420,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
         }
         Command::Fixtures { action } => match action {
+            FixturesAction::Seed {
+                db,
+                products,
+                customers,
+                warehouses,
+                seed,
+            } => {
+                let cfg = fixtures::odoo::SeedConfig {
+                    seed,
+                    warehouses: warehouses.max(1),
+                    products,
+                    customers,
+                    ..fixtures::odoo::SeedConfig::default()
+                };
+                fixtures_cmd::seed(&db, &cfg, &mut stdout).await?;
+            }
             FixturesAction::Serve {
                 emulator,
                 port,

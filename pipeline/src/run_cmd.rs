@@ -17,7 +17,8 @@ use transforms::OdooVersion;
 use crate::config::Config;
 use crate::runtime::{self, RunOptions, Shared, Sinks};
 
-async fn stop_signal() {
+/// SIGTERM or Ctrl-C.
+pub async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

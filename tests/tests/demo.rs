@@ -36,3 +36,40 @@ fn demo_runs_a_retail_day_and_everything_matches() {
         .collect();
     assert_eq!(nums[0], nums[1], "{line}");
 }
+
+#[test]
+fn sigterm_on_a_kept_running_demo_removes_its_postgresql() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(odoo_cdc_tests::odoo_cdc_bin())
+        .args(["demo", "--duration", "5s", "--keep-running"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut pg = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(url) = line.strip_prefix("service postgres ") {
+            pg = Some(url.to_string());
+        }
+        if line.starts_with("service odoo-cdc ") {
+            break;
+        }
+    }
+    let url: tokio_postgres::Config = pg.expect("a service postgres line").parse().unwrap();
+    let port = url.get_ports()[0];
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.code().is_some(),
+        "ended by the signal itself: {status:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the demo's PostgreSQL still listens on {port}"
+    );
+}
