@@ -37,6 +37,44 @@ fn demo_runs_a_retail_day_and_everything_matches() {
     assert_eq!(nums[0], nums[1], "{line}");
 }
 
+/// A newcomer without npm or the registry: the schema cannot be fetched, the emulator says so in
+/// one line and validates against its embedded subset, and the day runs and matches.
+#[test]
+fn demo_without_npm_or_the_registry_runs_on_the_embedded_schema_subset() {
+    let dir = std::env::temp_dir().join(format!("odoo-cdc-no-npm-{}", std::process::id()));
+    let schema_dir = dir.join("schema");
+    let npm_cache = dir.join("npm-cache");
+    let out = odoo_cdc_tests::odoo_cdc_env(
+        &["demo", "--duration", "10s"],
+        &[
+            ("ODOO_CDC_SHOPIFY_SCHEMA_DIR", schema_dir.to_str().unwrap()),
+            // npm finds nothing in an empty cache and may not ask the registry.
+            ("npm_config_offline", "true"),
+            ("npm_config_cache", npm_cache.to_str().unwrap()),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .contains("result: Shopify matches Odoo, every posted move booked once, nothing lost"),
+        "{stdout}"
+    );
+    let said: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.contains("embedded subset"))
+        .collect();
+    assert_eq!(
+        said.len(),
+        1,
+        "one line says validation is reduced: {said:?}\n{stderr}"
+    );
+    assert!(said[0].contains("npm"), "{}", said[0]);
+}
+
 #[test]
 fn sigterm_on_a_kept_running_demo_removes_its_postgresql() {
     use std::io::BufRead;
