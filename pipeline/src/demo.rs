@@ -23,7 +23,8 @@ use fixtures::TempCluster;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::runtime::{self, RunOptions, Shared, Sinks};
+use crate::run_cmd::Sinks;
+use crate::runtime::{self, RunOptions, Shared};
 
 /// Parses `30s`, `2m`, `1h` or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -241,7 +242,8 @@ async fn run_inner(
         shopify: Some(shopify_sink),
         wms: Some(wms_sink),
         accounting: Some(acct_sink),
-    };
+    }
+    .into_runtime(&shared);
     let runner = {
         let shared = shared.clone();
         tokio::spawn(async move {

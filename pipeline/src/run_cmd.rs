@@ -15,7 +15,7 @@ use cdc::SourceConfig;
 use transforms::OdooVersion;
 
 use crate::config::Config;
-use crate::runtime::{self, RunOptions, Shared, Sinks};
+use crate::runtime::{self, RunOptions, Shared};
 
 /// SIGTERM or Ctrl-C.
 pub async fn stop_signal() {
@@ -37,6 +37,44 @@ pub async fn stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The configured sinks, each optional (`dlq replay` uses them directly).
+pub struct Sinks {
+    /// Shopify inventory.
+    pub shopify: Option<sinks::shopify::ShopifySink>,
+    /// The WMS.
+    pub wms: Option<sinks::wms::WmsSink>,
+    /// Accounting.
+    pub accounting: Option<sinks::accounting::AccountingSink>,
+}
+
+impl Sinks {
+    /// The sinks the runtime runs: Shopify behind its oversell guard, fed by `shared.guard` and
+    /// resumed from the inbox's orders that are received and not settled yet.
+    pub fn into_runtime(self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
+        let mut out: Vec<Box<dyn sinks::Sink>> = Vec::new();
+        if let Some(s) = self.shopify {
+            let resume = shared.state.clone().map(|state| {
+                let resume: sinks::shopify::guard::Resume = Box::new(move || {
+                    Box::pin(async move { crate::inbox::held_orders(&state).await })
+                });
+                resume
+            });
+            out.push(Box::new(sinks::shopify::GuardedShopify::new(
+                s,
+                shared.guard.clone(),
+                resume,
+            )));
+        }
+        if let Some(s) = self.wms {
+            out.push(Box::new(s));
+        }
+        if let Some(s) = self.accounting {
+            out.push(Box::new(s));
+        }
+        out
     }
 }
 
@@ -205,7 +243,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub async fn run(mut cfg: Config, resync: bool) -> Result<()> {
+pub async fn run(cfg: Config, resync: bool) -> Result<()> {
+    run_with(cfg, resync, Vec::new(), stop_signal()).await
+}
+
+/// [`run`] with sinks of the embedder's own next to the configured ones (each implements
+/// [`sinks::Sink`]; the runtime treats them like the built-in ones: ordering per key, retries,
+/// `max_hold` and the outbox, dead letters, metrics), stopping when `stop` resolves.
+pub async fn run_with(
+    mut cfg: Config,
+    resync: bool,
+    extra: Vec<Box<dyn sinks::Sink>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     cfg.apply_env(&|k| std::env::var(k).ok());
     cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
     let mut source = SourceConfig::from_str(&cfg.source.url)?;
@@ -392,7 +442,9 @@ pub async fn run(mut cfg: Config, resync: bool) -> Result<()> {
         });
     }
     tracing::info!("running");
-    runtime::run(opts, sinks, shared.clone(), stop_signal()).await?;
+    let mut sinks = sinks.into_runtime(&shared);
+    sinks.extend(extra);
+    runtime::run(opts, sinks, shared.clone(), stop).await?;
     if let Some(stop) = inbox_stop {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }

@@ -23,9 +23,6 @@ use cdc::decoder::Decoder;
 use cdc::stream::ReplicationStream;
 use cdc::{Lsn, ReplError, SourceConfig};
 use serde::Serialize;
-use sinks::accounting::AccountingSink;
-use sinks::shopify::ShopifySink;
-use sinks::wms::WmsSink;
 use sinks::SinkError;
 use tokio::sync::mpsc;
 use transforms::{RetailEvent, Sourced, Transformer};
@@ -124,88 +121,14 @@ impl SinkStats {
 /// write interval), or levels released from a storefront order's hold were written again.
 pub const DELIVERY_CAUSES: [&str; 4] = ["urgent", "interval", "queued", "released"];
 
-/// The three sinks, each optional.
-pub struct Sinks {
-    /// Shopify inventory.
-    pub shopify: Option<ShopifySink>,
-    /// The WMS.
-    pub wms: Option<WmsSink>,
-    /// Accounting.
-    pub accounting: Option<AccountingSink>,
-}
-
-/// What the webhook side tells the Shopify sink's oversell guard.
-#[derive(Debug, Clone)]
-pub enum GuardNote {
-    /// A Shopify order's webhook was committed: Shopify sold these units (sku, Shopify
-    /// location id, units); Odoo has not reserved them yet.
-    Received {
-        /// Shopify order id.
-        order: String,
-        /// (sku, location id, units).
-        lines: Vec<(String, Option<String>, i64)>,
-    },
-    /// Odoo now has the order's effect (confirmed with its reservation, cancelled, or refused):
-    /// once the stream passes `fence`, its units stop being held.
-    Settled {
-        /// Shopify order id.
-        order: String,
-        /// `pg_current_wal_lsn()` after Odoo's write.
-        fence: Lsn,
-    },
-}
-
-/// The guard channel: the webhook side sends, the Shopify worker receives.
-pub struct GuardChannel {
-    tx: mpsc::UnboundedSender<GuardNote>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<GuardNote>>>,
-    active: std::sync::atomic::AtomicBool,
-    /// Notes sent and not yet taken into the guard.
-    in_flight: AtomicU64,
-}
-
-impl Default for GuardChannel {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            active: std::sync::atomic::AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
-        }
-    }
-}
-
-impl GuardChannel {
-    /// Tells the guard (a no-op without a Shopify sink).
-    pub fn send(&self, note: GuardNote) {
-        if self.active.load(Ordering::SeqCst) {
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-            if self.tx.send(note).is_err() {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-    }
-
-    /// The guard has taken a note in (and published what it changed).
-    fn taken(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn take(&self) -> Option<mpsc::UnboundedReceiver<GuardNote>> {
-        let rx = self.rx.lock().ok()?.take();
-        if rx.is_some() {
-            self.active.store(true, Ordering::SeqCst);
-        }
-        rx
-    }
-}
+pub use sinks::shopify::guard::{GuardChannel, GuardNote};
+pub use sinks::sink::{Outcome, Sink};
 
 /// Everything shared between the reader, the workers and whoever watches.
 #[derive(Default)]
 pub struct Shared {
     /// The oversell guard's feed from the webhook side.
-    pub guard: GuardChannel,
+    pub guard: Arc<GuardChannel>,
     /// Per-sink counters, by name.
     pub stats: Mutex<Vec<(&'static str, Arc<SinkStats>)>>,
     /// Dead letters.
@@ -290,7 +213,7 @@ impl Shared {
     /// and no storefront order's units are still held back in Shopify (nor about to be).
     pub fn settled(&self) -> bool {
         self.quiet()
-            && self.guard.in_flight.load(Ordering::SeqCst) == 0
+            && self.guard.in_flight() == 0
             && self
                 .stats
                 .lock()
@@ -374,233 +297,17 @@ async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Source
     }
 }
 
-/// What became of one event in a delivery attempt.
-enum Outcome {
-    /// The sink has it.
-    Done,
-    /// The sink refused it for good: dead-letter it with the reason.
-    Dead(String),
-    /// Not delivered this time (a transient failure, on this event or an earlier one of its
-    /// key): try again, in order.
-    Retry(Option<SinkError>),
-}
-
-/// One configured sink.
-enum SinkHandle {
-    Shopify(Box<ShopifySink>),
-    Wms(WmsSink),
-    Accounting(Box<AccountingSink>),
-}
-
-/// Delivers `events` ordered per key and concurrently across keys (at most `partitions` keys at
-/// a time). After a transient failure the rest of that key's events are not attempted.
-async fn per_key<'a, F, Fut>(events: &'a [Sourced], partitions: usize, send: F) -> Vec<Outcome>
-where
-    F: Fn(&'a Sourced) -> Fut,
-    Fut: std::future::Future<Output = Result<(), SinkError>>,
-{
-    use futures_util::StreamExt;
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (i, s) in events.iter().enumerate() {
-        let key = s.event.key();
-        match index.get(&key) {
-            Some(&g) => groups[g].1.push(i),
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((key, vec![i]));
-            }
-        }
-    }
-    let send = &send;
-    let done: Vec<Vec<(usize, Outcome)>> = futures_util::stream::iter(groups)
-        .map(|(_, idxs)| async move {
-            let mut out = Vec::with_capacity(idxs.len());
-            let mut blocked = false;
-            for i in idxs {
-                if blocked {
-                    out.push((i, Outcome::Retry(None)));
-                    continue;
-                }
-                let o = match send(&events[i]).await {
-                    Ok(()) => Outcome::Done,
-                    Err(e) if e.is_transient() => {
-                        blocked = true;
-                        Outcome::Retry(Some(e))
-                    }
-                    Err(e) => Outcome::Dead(e.message),
-                };
-                out.push((i, o));
-            }
-            out
-        })
-        .buffer_unordered(partitions.max(1))
-        .collect()
-        .await;
-    let mut slots: Vec<Option<Outcome>> = (0..events.len()).map(|_| None).collect();
-    for (i, o) in done.into_iter().flatten() {
-        slots[i] = Some(o);
-    }
-    slots
-        .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Retry(None)))
-        .collect()
-}
-
-impl SinkHandle {
-    fn name(&self) -> &'static str {
-        match self {
-            SinkHandle::Shopify(_) => "shopify",
-            SinkHandle::Wms(_) => "wms",
-            SinkHandle::Accounting(_) => "accounting",
-        }
-    }
-
-    /// Whether an item must go out without waiting for the write interval.
-    fn is_urgent(&self, item: &Item) -> bool {
-        match (self, item) {
-            (SinkHandle::Shopify(sink), Item::Event(s, _)) => sink.is_urgent(&s.event),
-            _ => false,
-        }
-    }
-
-    /// How long a change may wait for later ones to share its delivery.
-    fn write_interval(&self) -> Duration {
-        match self {
-            SinkHandle::Shopify(sink) => sink.write_interval(),
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// Events handed to one delivery: a few seconds of work at most, so a sink that falls
-    /// behind is noticed between slices.
-    fn slice(&self, partitions: usize) -> usize {
-        match self {
-            // One call carries up to 250 quantities.
-            SinkHandle::Shopify(_) => 1000,
-            // Two batch calls of 30 (QuickBooks spaces them 1.5 s apart).
-            SinkHandle::Accounting(sink) if sink.is_batch() => 60,
-            SinkHandle::Accounting(_) => 16,
-            SinkHandle::Wms(_) => partitions.max(1) * 4,
-        }
-    }
-
-    /// Delivers events; one outcome per event, in the order given. Events of one key are
-    /// delivered in order; a transient failure leaves that key's remaining events for a retry.
-    async fn deliver(&mut self, events: &[Sourced], partitions: usize) -> Vec<Outcome> {
-        match self {
-            SinkHandle::Shopify(sink) => {
-                // One call carries up to 250 keys already: parallel across keys by batching.
-                let batch: Vec<RetailEvent> = events.iter().map(|s| s.event.clone()).collect();
-                match sink.deliver(&batch).await {
-                    Ok(report) => events
-                        .iter()
-                        .map(
-                            |s| match report.failed.iter().find(|(k, _)| *k == s.event.key()) {
-                                Some((_, e)) => Outcome::Dead(e.message.clone()),
-                                None => Outcome::Done,
-                            },
-                        )
-                        .collect(),
-                    Err(e) => retry_all(events.len(), e),
-                }
-            }
-            SinkHandle::Wms(sink) => {
-                let sink = &*sink;
-                per_key(events, partitions, |s| async move {
-                    sink.deliver(&s.event).await.map(|_| ())
-                })
-                .await
-            }
-            SinkHandle::Accounting(sink) if sink.is_batch() => {
-                let entries: Vec<transforms::events::JournalEntry> = events
-                    .iter()
-                    .filter_map(|s| match &s.event {
-                        RetailEvent::JournalEntry(e) => Some(e.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                let results = sink.deliver_all(&entries).await;
-                events
-                    .iter()
-                    .map(|s| {
-                        let r = match &s.event {
-                            RetailEvent::JournalEntry(e) => {
-                                results.iter().find(|r| r.move_id == e.move_id)
-                            }
-                            _ => None,
-                        };
-                        match r.map(|r| &r.result) {
-                            Some(Err(e)) if e.is_transient() => {
-                                let mut copy = SinkError::transient(e.message.clone());
-                                copy.retry_after = e.retry_after;
-                                Outcome::Retry(Some(copy))
-                            }
-                            Some(Err(e)) => Outcome::Dead(e.message.clone()),
-                            _ => Outcome::Done,
-                        }
-                    })
-                    .collect()
-            }
-            SinkHandle::Accounting(sink) => {
-                // The token store is shared state: entries go one at a time, in order.
-                let mut out = Vec::with_capacity(events.len());
-                for s in events {
-                    let RetailEvent::JournalEntry(entry) = &s.event else {
-                        out.push(Outcome::Done);
-                        continue;
-                    };
-                    if matches!(out.last(), Some(Outcome::Retry(_))) {
-                        out.push(Outcome::Retry(None));
-                        continue;
-                    }
-                    out.push(match sink.deliver(entry).await {
-                        Ok(()) => Outcome::Done,
-                        Err(e) if e.is_transient() => Outcome::Retry(Some(e)),
-                        Err(e) => Outcome::Dead(e.message),
-                    });
-                }
-                out
-            }
-        }
-    }
-}
-
-fn retry_all(n: usize, e: SinkError) -> Vec<Outcome> {
-    let mut out: Vec<Outcome> = (0..n).map(|_| Outcome::Retry(None)).collect();
-    if let Some(first) = out.first_mut() {
-        *first = Outcome::Retry(Some(e));
-    }
-    out
-}
-
 /// A sink worker: delivers its queue in order; after `max_hold` of failing it parks events in
 /// the outbox (so the slot moves on) and drains the outbox, in order, once the sink recovers.
-/// An order whose units the guard holds back.
-struct Held {
-    levels: Vec<(String, sinks::shopify::sink::LevelKey, i64)>,
-    /// Lines not held yet (Shopify could not be asked for the item): tried again.
-    unresolved: Vec<(String, Option<String>, i64)>,
-    fence: Option<Lsn>,
-}
-
 struct Worker {
-    sink: SinkHandle,
-    guard_rx: Option<mpsc::UnboundedReceiver<GuardNote>>,
-    held: std::collections::HashMap<String, Held>,
-    /// Orders recently released (a late repeat of their Received note is ignored).
-    released: std::collections::VecDeque<String>,
+    sink: Box<dyn Sink>,
+    name: &'static str,
     stats: Arc<SinkStats>,
     shared: Arc<Shared>,
     max_hold: Duration,
     partitions: usize,
     parked: bool,
     stuck_since: Option<Instant>,
-    /// When the sink last delivered (the Shopify sink's write interval counts from it).
-    last_delivery: Option<Instant>,
-    /// After a failed write of released levels: not again before this (backing off).
-    recheck_not_before: Option<Instant>,
-    recheck_backoff: Backoff,
 }
 
 impl Worker {
@@ -614,7 +321,7 @@ impl Worker {
         };
         for s in events {
             let mut backoff = Backoff::default();
-            while let Err(e) = crate::state::park(&state, self.sink.name(), s).await {
+            while let Err(e) = crate::state::park(&state, self.name, s).await {
                 tracing::warn!(error = %e, "cannot park an event; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -648,7 +355,7 @@ impl Worker {
                     }
                     Outcome::Dead(reason) => {
                         progressed = true;
-                        dead(&self.shared, &self.stats, self.sink.name(), &s, reason).await;
+                        dead(&self.shared, &self.stats, self.name, &s, reason).await;
                     }
                     Outcome::Retry(e) => {
                         if error.is_none() {
@@ -673,7 +380,7 @@ impl Worker {
             self.stats.failing(&e);
             let since = *self.stuck_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.max_hold && self.can_park() {
-                tracing::warn!(sink = self.sink.name(), error = %e, "sink down for longer than max_hold; parking events in the outbox");
+                tracing::warn!(sink = self.name, error = %e, "sink down for longer than max_hold; parking events in the outbox");
                 self.parked = true;
                 let plain: Vec<Sourced> = rest.iter().map(|(s, _)| s.clone()).collect();
                 self.park(&plain).await;
@@ -692,7 +399,7 @@ impl Worker {
         // A bounded turn: live events keep being parked between turns.
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(500) {
-            let parked = match crate::state::parked(&state, self.sink.name(), 100).await {
+            let parked = match crate::state::parked(&state, self.name, 100).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the outbox");
@@ -703,10 +410,7 @@ impl Worker {
                 self.parked = false;
                 self.stuck_since = None;
                 self.stats.healthy();
-                tracing::info!(
-                    sink = self.sink.name(),
-                    "outbox drained; delivering live again"
-                );
+                tracing::info!(sink = self.name, "outbox drained; delivering live again");
                 return;
             }
             let events: Vec<Sourced> = parked.iter().map(|(_, s)| s.clone()).collect();
@@ -717,7 +421,7 @@ impl Worker {
                 match o {
                     Outcome::Done => record(&self.stats, s, Instant::now()),
                     Outcome::Dead(reason) => {
-                        dead(&self.shared, &self.stats, self.sink.name(), s, reason).await
+                        dead(&self.shared, &self.stats, self.name, s, reason).await
                     }
                     Outcome::Retry(e) => {
                         self.stats.failing(
@@ -734,127 +438,14 @@ impl Worker {
         }
     }
 
-    /// Applies a note from the webhook side to the Shopify sink's guard.
-    async fn note(&mut self, note: GuardNote) {
-        let SinkHandle::Shopify(sink) = &mut self.sink else {
-            return;
-        };
-        match note {
-            GuardNote::Received { order, lines } => {
-                if self.held.contains_key(&order) || self.released.contains(&order) {
-                    return;
-                }
-                let mut held = Held {
-                    levels: Vec::new(),
-                    unresolved: lines,
-                    fence: None,
-                };
-                hold(sink, &order, &mut held).await;
-                tracing::debug!(%order, levels = held.levels.len(), "holding back a Shopify order's units until Odoo reserves them");
-                self.held.insert(order, held);
-            }
-            GuardNote::Settled { order, fence } => match self.held.get_mut(&order) {
-                Some(h) => h.fence = Some(fence),
-                None => {
-                    self.held.insert(
-                        order,
-                        Held {
-                            levels: Vec::new(),
-                            unresolved: Vec::new(),
-                            fence: Some(fence),
-                        },
-                    );
-                }
-            },
-        }
-    }
-
-    /// Releases orders whose fence the stream has passed (everything up to `pos` delivered),
-    /// and writes the levels they held again.
-    async fn release(&mut self, pos: Lsn) {
-        let SinkHandle::Shopify(sink) = &mut self.sink else {
-            return;
-        };
-        for (order, held) in self.held.iter_mut() {
-            if !held.unresolved.is_empty() {
-                hold(sink, order, held).await;
-            }
-        }
-        if !self.release_through(pos) {
-            return;
-        }
-        if self.recheck_wait() == Some(Duration::ZERO) {
-            self.write_rechecks().await;
-        }
-    }
-
-    /// How long until levels waiting to be written again may go (the write interval counts
-    /// from the last delivery); None when none wait.
-    fn recheck_wait(&self) -> Option<Duration> {
-        let SinkHandle::Shopify(sink) = &self.sink else {
-            return None;
-        };
-        if !sink.has_recheck() {
-            return None;
-        }
-        let interval = self.last_delivery.map_or(Duration::ZERO, |last| {
-            sink.write_interval().saturating_sub(last.elapsed())
-        });
-        let backoff = self.recheck_not_before.map_or(Duration::ZERO, |t| {
-            t.saturating_duration_since(Instant::now())
-        });
-        Some(interval.max(backoff))
-    }
-
-    /// Tells watchers whether this sink still owes Shopify a write or holds orders back.
-    fn publish_settling(&self) {
+    /// Tells watchers what this sink still owes outside its queue.
+    fn publish_settling(&mut self) {
+        let settling = self.sink.settling();
         self.stats
             .rewrite_pending
-            .store(self.recheck_wait().is_some(), Ordering::SeqCst);
-        let fenced = self.held.values().filter(|h| h.fence.is_some()).count();
-        self.stats.fenced.store(fenced as u64, Ordering::SeqCst);
-    }
-
-    /// Writes the levels whose hold changed.
-    async fn write_rechecks(&mut self) {
-        let SinkHandle::Shopify(sink) = &mut self.sink else {
-            return;
-        };
-        self.stats.deliveries[3].fetch_add(1, Ordering::Relaxed);
-        match sink.deliver(&[]).await {
-            Ok(_) => {
-                self.recheck_not_before = None;
-                self.recheck_backoff.reset();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write released levels yet; they go with the next delivery");
-                self.recheck_not_before = Some(Instant::now() + self.recheck_backoff.next_delay());
-            }
-        }
-        self.last_delivery = Some(Instant::now());
-    }
-
-    /// Stops holding the orders whose fence is at or below `pos` (their levels are written
-    /// again with the next delivery); whether any was released.
-    fn release_through(&mut self, pos: Lsn) -> bool {
-        let SinkHandle::Shopify(sink) = &mut self.sink else {
-            return false;
-        };
-        let due: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.fence.is_some_and(|f| f <= pos))
-            .map(|(o, _)| o.clone())
-            .collect();
-        for o in &due {
-            if let Some(h) = self.held.remove(o) {
-                for (sku, key, units) in &h.levels {
-                    sink.reservation_visible(sku, key, *units);
-                }
-            }
-            remember(&mut self.released, o.clone());
-        }
-        !due.is_empty()
+            .store(settling.write_pending, Ordering::SeqCst);
+        self.stats.fenced.store(settling.fenced, Ordering::SeqCst);
+        self.sink.published();
     }
 
     /// The position up to which this worker has seen everything read.
@@ -871,17 +462,10 @@ impl Worker {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
         let mut last_drain = Instant::now();
-        if matches!(self.sink, SinkHandle::Shopify(_)) {
-            self.guard_rx = self.shared.guard.take();
-            if let Some(state) = self.shared.state.clone() {
-                for note in crate::inbox::held_orders(&state).await {
-                    self.note(note).await;
-                }
-            }
-        }
+        self.sink.start().await;
         // Parked events from an earlier run come first.
         if let Some(state) = &self.shared.state {
-            if crate::state::parked(state, self.sink.name(), 1)
+            if crate::state::parked(state, self.name, 1)
                 .await
                 .is_ok_and(|p| !p.is_empty())
             {
@@ -890,10 +474,6 @@ impl Worker {
         }
         loop {
             self.publish_settling();
-            let waiting_fence = self
-                .held
-                .values()
-                .any(|h| h.fence.is_some() || !h.unresolved.is_empty());
             if self.parked && last_drain.elapsed() >= Duration::from_secs(1) {
                 // Parked but busy: the outbox still gets its turns.
                 self.drain().await;
@@ -909,24 +489,13 @@ impl Worker {
                     }
                 }
             } else {
-                let recheck = self.recheck_wait();
                 tokio::select! {
                     item = rx.recv() => item,
-                    () = tokio::time::sleep(recheck.unwrap_or_default()), if recheck.is_some() => {
-                        self.write_rechecks().await;
-                        continue;
-                    }
-                    Some(note) = next_note(&mut self.guard_rx) => {
-                        self.note(note).await;
+                    () = self.sink.wake() => {
                         let pos = self.seen(&rx);
-                        self.release(pos).await;
-                        self.publish_settling();
-                        self.shared.guard.taken();
-                        continue;
-                    }
-                    () = tokio::time::sleep(Duration::from_millis(100)), if waiting_fence => {
-                        let pos = self.seen(&rx);
-                        self.release(pos).await;
+                        if self.sink.turn(pos).await == sinks::Turn::Wrote {
+                            self.stats.deliveries[3].fetch_add(1, Ordering::Relaxed);
+                        }
                         continue;
                     }
                 }
@@ -938,7 +507,8 @@ impl Worker {
             // one of them is urgent. Calls are then about an interval apart under steady load
             // (the least writes that keep every change within the interval), and a backlog
             // (committed long ago, or waiting in the queue) goes at once.
-            let interval = self.sink.write_interval();
+            let batching = self.sink.batching(self.partitions);
+            let interval = batching.write_interval;
             let deadline = match (&first, self.parked) {
                 (Item::Event(s, read), false) if !interval.is_zero() => {
                     let since_commit = u64::try_from(unix_us().saturating_sub(s.committed_us))
@@ -955,7 +525,7 @@ impl Worker {
             let mut items = Vec::new();
             let mut next = Some(first);
             while let Some(item) = next.take() {
-                urgent |= self.sink.is_urgent(&item);
+                urgent |= matches!(&item, Item::Event(s, _) if self.sink.is_urgent(&s.event));
                 items.push(item);
                 if items.len() >= 1000 {
                     break;
@@ -992,23 +562,22 @@ impl Worker {
             // Orders whose fence falls inside this batch stop being held before its targets
             // are computed: their reservation is in the batch's sellable quantities.
             if let Some(lsn) = marker {
-                self.release_through(lsn);
+                self.sink.before_delivery(lsn);
             }
             // Delivered a slice at a time. A sink that keeps up too slowly holds the slot like
             // one that is down: once the oldest waiting event is max_hold old, the backlog goes
             // to the outbox so the slot (and the other sinks, behind the shared reader) move on.
-            let slice = self.sink.slice(self.partitions);
+            let slice = batching.slice.max(1);
             while !events.is_empty() {
                 let rest = events.split_off(slice.min(events.len()));
                 if let (false, true, Some((_, t))) = (self.parked, self.can_park(), events.first())
                 {
                     if t.elapsed() >= self.max_hold {
-                        tracing::warn!(sink = self.sink.name(), behind = ?t.elapsed(), "sink is more than max_hold behind; parking its backlog in the outbox");
+                        tracing::warn!(sink = self.name, behind = ?t.elapsed(), "sink is more than max_hold behind; parking its backlog in the outbox");
                         self.parked = true;
                     }
                 }
                 self.handle(std::mem::replace(&mut events, rest)).await;
-                self.last_delivery = Some(Instant::now());
             }
             if let Some(lsn) = marker {
                 self.stats
@@ -1020,88 +589,48 @@ impl Worker {
     }
 }
 
-/// Holds an order's unresolved lines back in the Shopify sink's guard; lines Shopify cannot
-/// be asked about now stay unresolved (tried again on the next tick).
-async fn hold(sink: &mut ShopifySink, order: &str, held: &mut Held) {
-    for (sku, location, units) in std::mem::take(&mut held.unresolved) {
-        match sink.order_received(&sku, location.as_deref(), units).await {
-            Ok(Some(key)) => held.levels.push((sku, key, units)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(%order, %sku, error = %e, "cannot hold back an order's units yet; trying again");
-                held.unresolved.push((sku, location, units));
-            }
-        }
-    }
+/// A worker's queue, as the reader sees it.
+struct Route {
+    name: &'static str,
+    wants: sinks::Wants,
+    tx: mpsc::Sender<Item>,
+    stats: Arc<SinkStats>,
 }
 
-/// Keeps the newest 10,000 released orders.
-fn remember(released: &mut std::collections::VecDeque<String>, order: String) {
-    if released.len() >= 10_000 {
-        released.pop_front();
-    }
-    released.push_back(order);
-}
-
-async fn next_note(rx: &mut Option<mpsc::UnboundedReceiver<GuardNote>>) -> Option<GuardNote> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Starts a worker per configured sink; returns the queue senders.
+/// Starts a worker per sink; returns their queues.
 fn spawn_workers(
-    sinks: Sinks,
+    sinks: Vec<Box<dyn Sink>>,
     shared: &Arc<Shared>,
     capacity: usize,
     max_hold: Duration,
     partitions: usize,
-) -> Vec<(&'static str, mpsc::Sender<Item>, Arc<SinkStats>)> {
-    let mut handles = Vec::new();
-    if let Some(s) = sinks.shopify {
-        handles.push(SinkHandle::Shopify(Box::new(s)));
-    }
-    if let Some(s) = sinks.wms {
-        handles.push(SinkHandle::Wms(s));
-    }
-    if let Some(s) = sinks.accounting {
-        handles.push(SinkHandle::Accounting(Box::new(s)));
-    }
-    handles
+) -> Vec<Route> {
+    sinks
         .into_iter()
         .map(|sink| {
             let (tx, rx) = mpsc::channel::<Item>(capacity);
             let stats = Arc::new(SinkStats::default());
             let name = sink.name();
+            let wants = sink.wants();
             let worker = Worker {
                 sink,
-                guard_rx: None,
-                held: std::collections::HashMap::new(),
-                released: std::collections::VecDeque::new(),
+                name,
                 stats: stats.clone(),
                 shared: shared.clone(),
                 max_hold,
                 partitions,
                 parked: false,
                 stuck_since: None,
-                last_delivery: None,
-                recheck_not_before: None,
-                recheck_backoff: Backoff::default(),
             };
             tokio::spawn(worker.run(rx));
-            (name, tx, stats)
+            Route {
+                name,
+                wants,
+                tx,
+                stats,
+            }
         })
         .collect()
-}
-
-fn wants(sink: &str, e: &RetailEvent) -> bool {
-    match sink {
-        "shopify" => ShopifySink::wants(e),
-        "wms" => WmsSink::wants(e),
-        "accounting" => AccountingSink::wants(e),
-        _ => false,
-    }
 }
 
 /// What the runtime needs to start.
@@ -1138,7 +667,7 @@ pub struct RunOptions {
 /// Runs until `stop` resolves: reads the slot, transforms, delivers, confirms.
 pub async fn run(
     opts: RunOptions,
-    sinks: Sinks,
+    sinks: Vec<Box<dyn Sink>>,
     shared: Arc<Shared>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReplError> {
@@ -1157,7 +686,7 @@ pub async fn run(
         opts.partitions,
     );
     if let Ok(mut v) = shared.stats.lock() {
-        v.extend(workers.iter().map(|(n, _, s)| (*n, s.clone())));
+        v.extend(workers.iter().map(|r| (r.name, r.stats.clone())));
     }
     let mut transformer = Transformer::new(opts.odoo_version);
     let mut start = Lsn::ZERO;
@@ -1339,9 +868,9 @@ pub async fn run(
 }
 
 /// The position that may be confirmed: never past an event some sink has not delivered.
-fn checkpoint(workers: &[(&'static str, mpsc::Sender<Item>, Arc<SinkStats>)], read: Lsn) -> Lsn {
+fn checkpoint(workers: &[Route], read: Lsn) -> Lsn {
     let mut pos = read;
-    for (_, _, s) in workers {
+    for Route { stats: s, .. } in workers {
         let delivered = s.delivered_marker.load(Ordering::SeqCst);
         if delivered < s.enqueued_marker.load(Ordering::SeqCst) {
             pos = pos.min(Lsn(delivered));
@@ -1350,14 +879,13 @@ fn checkpoint(workers: &[(&'static str, mpsc::Sender<Item>, Arc<SinkStats>)], re
     pos
 }
 
-async fn dispatch(
-    workers: &[(&'static str, mpsc::Sender<Item>, Arc<SinkStats>)],
-    events: Vec<Sourced>,
-    end: Lsn,
-) {
+async fn dispatch(workers: &[Route], events: Vec<Sourced>, end: Lsn) {
     let now = Instant::now();
-    for (name, tx, stats) in workers {
-        let mine: Vec<&Sourced> = events.iter().filter(|s| wants(name, &s.event)).collect();
+    for Route {
+        wants, tx, stats, ..
+    } in workers
+    {
+        let mine: Vec<&Sourced> = events.iter().filter(|s| wants(&s.event)).collect();
         if mine.is_empty() {
             continue;
         }

@@ -10,9 +10,11 @@ pub mod accounting;
 pub mod odoo;
 pub mod policy;
 pub mod shopify;
+pub mod sink;
 pub mod wms;
 
 pub use policy::{Class, SinkError};
+pub use sink::{Batching, Outcome, Settling, Sink, Turn, Wants};
 
 /// Reads `Retry-After` from a response.
 pub(crate) fn retry_after(resp: &reqwest::Response) -> Option<String> {

@@ -221,3 +221,77 @@ impl AccountingSink {
         out
     }
 }
+
+impl crate::sink::Sink for AccountingSink {
+    fn name(&self) -> &'static str {
+        "accounting"
+    }
+
+    fn wants(&self) -> crate::sink::Wants {
+        std::sync::Arc::new(AccountingSink::wants)
+    }
+
+    fn batching(&self, _partitions: usize) -> crate::sink::Batching {
+        crate::sink::Batching {
+            // Two batch calls of 30 (QuickBooks spaces them 1.5 s apart), or 16 single calls.
+            slice: if self.is_batch() { 60 } else { 16 },
+            write_interval: std::time::Duration::ZERO,
+        }
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a [transforms::Sourced],
+        _partitions: usize,
+    ) -> futures_util::future::BoxFuture<'a, Vec<crate::sink::Outcome>> {
+        use crate::sink::Outcome;
+        Box::pin(async move {
+            if self.is_batch() {
+                let entries: Vec<JournalEntry> = batch
+                    .iter()
+                    .filter_map(|s| match &s.event {
+                        RetailEvent::JournalEntry(e) => Some(e.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let results = self.deliver_all(&entries).await;
+                return batch
+                    .iter()
+                    .map(|s| {
+                        let r = match &s.event {
+                            RetailEvent::JournalEntry(e) => {
+                                results.iter().find(|r| r.move_id == e.move_id)
+                            }
+                            _ => None,
+                        };
+                        match r.map(|r| &r.result) {
+                            Some(Err(e)) if e.is_transient() => {
+                                let mut copy = SinkError::transient(e.message.clone());
+                                copy.retry_after = e.retry_after;
+                                Outcome::Retry(Some(copy))
+                            }
+                            Some(Err(e)) => Outcome::Dead(e.message.clone()),
+                            _ => Outcome::Done,
+                        }
+                    })
+                    .collect();
+            }
+            // The token store is shared state: entries go one at a time, in order.
+            let mut out = Vec::with_capacity(batch.len());
+            for s in batch {
+                let RetailEvent::JournalEntry(entry) = &s.event else {
+                    out.push(Outcome::Done);
+                    continue;
+                };
+                if matches!(out.last(), Some(Outcome::Retry(_))) {
+                    out.push(Outcome::Retry(None));
+                    continue;
+                }
+                out.push(crate::sink::outcome(
+                    AccountingSink::deliver(self, entry).await,
+                ));
+            }
+            out
+        })
+    }
+}

@@ -53,3 +53,34 @@ impl WmsSink {
         }
     }
 }
+
+impl crate::sink::Sink for WmsSink {
+    fn name(&self) -> &'static str {
+        "wms"
+    }
+
+    fn wants(&self) -> crate::sink::Wants {
+        std::sync::Arc::new(WmsSink::wants)
+    }
+
+    fn batching(&self, partitions: usize) -> crate::sink::Batching {
+        crate::sink::Batching {
+            slice: partitions.max(1) * 4,
+            write_interval: std::time::Duration::ZERO,
+        }
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a [transforms::Sourced],
+        partitions: usize,
+    ) -> futures_util::future::BoxFuture<'a, Vec<crate::sink::Outcome>> {
+        let sink = &*self;
+        Box::pin(crate::sink::per_key(
+            batch,
+            partitions,
+            RetailEvent::key,
+            move |s| async move { sink.deliver(&s.event).await.map(|_| ()) },
+        ))
+    }
+}
