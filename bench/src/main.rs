@@ -114,6 +114,9 @@ enum Scenario {
         /// Requests in flight.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// `odoo.cache_ttl_secs` of the write-back (0: every lookup asks Odoo).
+        #[arg(long, default_value_t = pipeline::config::DEFAULT_CACHE_TTL_SECS)]
+        cache_ttl_secs: u64,
     },
     /// Internal: run a command, then print its wall time and peak RSS (KiB).
     #[command(hide = true)]
@@ -549,7 +552,11 @@ fn main() -> Result<()> {
             orders,
             runs,
         } => snapshot::run(quants, orders, runs.max(1)),
-        Scenario::Webhooks { count, concurrency } => webhooks::run(count, concurrency.max(1)),
+        Scenario::Webhooks {
+            count,
+            concurrency,
+            cache_ttl_secs,
+        } => webhooks::run(count, concurrency.max(1), cache_ttl_secs),
         Scenario::Measure { argv } => measure_child(&argv),
     }
 }

@@ -29,7 +29,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Runs the scenario.
-pub fn run(count: usize, concurrency: usize) -> Result<()> {
+pub fn run(count: usize, concurrency: usize, cache_ttl_secs: u64) -> Result<()> {
     let cluster = TempCluster::start()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,7 +58,7 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
         });
         let (db, login, key, _) = odoo_rpc.credentials();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (addr, _server) = pipeline::run_cmd::start_writeback(
+        let (addr, _server) = pipeline::cli::run::start_writeback(
             &Webhooks {
                 listen: "127.0.0.1:0".into(),
                 shop_domain: SHOP.into(),
@@ -78,6 +78,7 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
                 rounding_sku: None,
                 default_customer: None,
                 variant_map: Default::default(),
+                cache_ttl_secs,
             },
             &source,
             &shared,
@@ -197,6 +198,12 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
             .query_one("SELECT count(*) FROM sale_order WHERE client_order_ref LIKE 'shopify:%' AND state = 'sale'", &[])
             .await?
             .get(0);
+        // Every Odoo RPC call the write-back makes is in the audit trail.
+        let rpc_calls: i64 = state
+            .query_one("SELECT count(*) FROM odoo_cdc.audit WHERE kind = 'rpc'", &[])
+            .await?
+            .get(0);
+        let rpc_per_order = rpc_calls as f64 / (applied.max(1) as f64);
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
 
         let accept_rate = count as f64 / accept_secs;
@@ -206,8 +213,8 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
             quantile(&latencies, 0.99) * 1000.0,
             quantile(&latencies, 0.999) * 1000.0,
         );
-        let cmd = format!("cargo run --release -p bench -- webhooks --count {count} --concurrency {concurrency}");
-        println!("## webhooks: {count} signed orders/create webhooks, {concurrency} in flight\n");
+        let cmd = format!("cargo run --release -p bench -- webhooks --count {count} --concurrency {concurrency} --cache-ttl-secs {cache_ttl_secs}");
+        println!("## webhooks: {count} signed orders/create webhooks, {concurrency} in flight, lookups cached {cache_ttl_secs} s\n");
         println!("| path | per second | ratio | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|---:|");
         println!("| baseline: single-row durable INSERT commits | {baseline_rate:.0} | 1.00 | | | |");
         println!(
@@ -218,7 +225,7 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
             "| orders applied to Odoo (RPC: search, partner, create, confirm) | {apply_rate:.0} | {:.2} | | | |",
             apply_rate / baseline_rate
         );
-        println!("\n{applied} applied, {dead} dead-lettered; {orders} confirmed Shopify orders in Odoo.");
+        println!("\n{applied} applied, {dead} dead-lettered; {orders} confirmed Shopify orders in Odoo; {rpc_per_order:.1} Odoo RPC calls per order ({rpc_calls} in all).");
         println!("\nReproduce: `{cmd}`");
         let out = json!({
             "scenario": "webhooks",
@@ -231,6 +238,9 @@ pub fn run(count: usize, concurrency: usize) -> Result<()> {
             "applied": applied,
             "dead": dead,
             "orders_in_odoo": orders,
+            "rpc_calls": rpc_calls,
+            "rpc_calls_per_order": rpc_per_order,
+            "cache_ttl_secs": cache_ttl_secs,
             "command": cmd,
         });
         let t: Vec<f64> = series.iter().map(|s| s.0).collect();

@@ -1,18 +1,19 @@
-//! The odoo-cdc runtime and the commands of the `odoo-cdc` binary.
+//! The odoo-cdc runtime and the commands of the `odoo-cdc` binary, one folder per
+//! responsibility (each depends only on the ones listed before it):
+//!
+//! - [`config`]: the TOML configuration;
+//! - [`state`]: odoo-cdc's own tables (schema, migrations, dead letters, the outbox, the audit
+//!   trail, tokens) and the healing connection to them;
+//! - [`runtime`]: the reader (slot -> transforms -> keyed, sourced events), the seam to the
+//!   workers (the in-process channel), the workers that drive each [`sinks::Sink`], and the
+//!   checkpoint;
+//! - [`ops`]: health, readiness and metrics (and the HTTP server handle);
+//! - [`writeback`]: webhooks in (receiver, durable inbox) and their write-back into Odoo;
+//! - [`cli`]: the commands of the `odoo-cdc` binary, the demo included.
 
-pub mod capture;
+pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod dlq_cmd;
-pub mod fixtures_cmd;
-pub mod health;
-pub mod histogram;
-pub mod inbox;
-pub mod run_cmd;
+pub mod ops;
 pub mod runtime;
-pub mod slot_cmd;
 pub mod state;
-pub mod status_cmd;
-pub mod tail;
-pub mod webhook;
 pub mod writeback;

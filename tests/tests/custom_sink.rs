@@ -94,7 +94,7 @@ async fn a_sink_registered_from_outside_gets_the_stream_and_dead_letters() {
         db: recorder,
         refuse: refused.clone(),
     };
-    let run = tokio::spawn(pipeline::run_cmd::run_with(
+    let run = tokio::spawn(pipeline::cli::run::run_with(
         cfg,
         false,
         vec![Box::new(sink)],

@@ -41,7 +41,7 @@ fn managed_mode_takes_1_true_yes_and_0_false_no() {
 async fn metrics_listen_honours_its_host() {
     let shared = Arc::new(pipeline::runtime::Shared::default());
     // 127.0.0.2 is loopback too, but not 127.0.0.1: a server bound to 127.0.0.1 alone is not there.
-    let server = pipeline::health::serve_on(shared, "127.0.0.2:0")
+    let server = pipeline::ops::health::serve_on(shared, "127.0.0.2:0")
         .await
         .unwrap();
     let url = server.url();

@@ -12,7 +12,7 @@ use cdc::{Lsn, SourceConfig};
 use fixtures::odoo::actions::{account, sales, stock};
 use fixtures::odoo::{self, OdooClient, SeedConfig};
 use odoo_cdc_tests::Db;
-use pipeline::capture::{self, TxnCollector};
+use pipeline::runtime::capture::{self, TxnCollector};
 use rust_decimal::Decimal;
 use transforms::events::EntryKind;
 use transforms::{OdooVersion, RetailEvent, Transformer};

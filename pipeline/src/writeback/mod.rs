@@ -15,13 +15,17 @@
 //! up before anything is created, so an order that is going to be dead-lettered leaves nothing
 //! in Odoo. Every RPC call and its result goes to the audit trail.
 
+pub mod inbox;
+pub mod lookups;
 mod order;
 mod refund;
+pub mod webhook;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+pub use crate::runtime::stats::WritebackStats;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use sinks::odoo::{Call, OdooRpc};
@@ -56,15 +60,8 @@ pub struct WritebackConfig {
     pub default_customer: Option<String>,
     /// Shopify variant id -> Odoo SKU or barcode, for lines without a SKU.
     pub variant_map: BTreeMap<String, String>,
-}
-
-/// Counters of money that did not come out to the cent.
-#[derive(Debug, Default)]
-pub struct WritebackStats {
-    /// Rounding lines added so an Odoo total equals Shopify's.
-    pub rounding_lines: AtomicU64,
-    /// Orders and credit notes whose Odoo total still differs from Shopify's after rounding.
-    pub total_mismatches: AtomicU64,
+    /// How long lookups are cached at most (zero: not at all).
+    pub cache_ttl: std::time::Duration,
 }
 
 /// The write-back settings and client.
@@ -73,6 +70,8 @@ pub struct Writeback {
     cfg: WritebackConfig,
     /// Counters.
     pub stats: Arc<WritebackStats>,
+    /// Caches of reference lookups.
+    pub lookups: lookups::Lookups,
 }
 
 /// Who is being written for, for the audit trail.
@@ -134,11 +133,19 @@ fn many2one_name(v: &Value) -> &str {
 impl Writeback {
     /// A write-back over a client.
     pub fn new(rpc: OdooRpc, cfg: WritebackConfig) -> Self {
+        let lookups = lookups::Lookups::new(Arc::default(), cfg.cache_ttl);
         Self {
             rpc,
             cfg,
             stats: Arc::default(),
+            lookups,
         }
+    }
+
+    /// Caches lookups, invalidated by the stream's changes counted in `epochs`.
+    pub fn with_epochs(mut self, epochs: Arc<crate::runtime::shared::TableEpochs>) -> Self {
+        self.lookups = lookups::Lookups::new(epochs, self.cfg.cache_ttl);
+        self
     }
 
     /// Counts into `stats` (shared with `/metrics`).
@@ -172,6 +179,13 @@ impl Writeback {
         model: &'static str,
         domain: Value,
     ) -> Result<Option<i64>, SinkError> {
+        let key = lookups::Lookups::caches(model).then(|| domain.to_string());
+        if let Some(k) = &key {
+            if let Some(id) = self.lookups.id(model, k).await {
+                return Ok(Some(id));
+            }
+        }
+        let epoch = self.lookups.epoch_of(model);
         let v = self
             .call(
                 cx,
@@ -182,7 +196,11 @@ impl Writeback {
                 },
             )
             .await?;
-        Ok(v.as_array().and_then(|a| a.first()).and_then(Value::as_i64))
+        let found = v.as_array().and_then(|a| a.first()).and_then(Value::as_i64);
+        if let (Some(k), Some(id)) = (&key, found) {
+            self.lookups.put_id(model, k, id, epoch).await;
+        }
+        Ok(found)
     }
 
     async fn read(
@@ -289,8 +307,20 @@ impl Writeback {
             .ok_or_else(|| SinkError::permanent(format!("{model}.create answered {v}, not an id")))
     }
 
-    /// Odoo's sale taxes by what they charge (rate, price included).
-    async fn taxes(&self, cx: &Ctx<'_>) -> Result<BTreeMap<TaxKey, i64>, SinkError> {
+    /// Odoo's sale taxes by what they charge (rate, price included); `fits` says whether a map
+    /// has every tax the caller needs: a cached one that does not is read again from Odoo
+    /// (a tax created since), so a stale cache never refuses an order.
+    async fn taxes_where(
+        &self,
+        cx: &Ctx<'_>,
+        fits: impl Fn(&BTreeMap<TaxKey, i64>) -> bool,
+    ) -> Result<Arc<BTreeMap<TaxKey, i64>>, SinkError> {
+        if let Some(t) = self.lookups.taxes().await {
+            if fits(&t) {
+                return Ok(t);
+            }
+            self.lookups.forget_taxes().await;
+        }
         let rows = self
             .read(
                 cx,
@@ -310,6 +340,8 @@ impl Writeback {
                     .or_insert(id);
             }
         }
+        let out = Arc::new(out);
+        self.lookups.put_taxes(out.clone()).await;
         Ok(out)
     }
 
@@ -319,23 +351,43 @@ impl Writeback {
         cx: &Ctx<'_>,
         refs: Vec<String>,
     ) -> Result<BTreeMap<String, i64>, SinkError> {
-        if refs.is_empty() {
-            return Ok(BTreeMap::new());
+        const MODEL: &str = "product.product";
+        let mut out = BTreeMap::new();
+        let mut missing = Vec::new();
+        for r in refs {
+            match self.lookups.id(MODEL, &format!("ref:{r}")).await {
+                Some(id) => {
+                    out.insert(r, id);
+                }
+                None => missing.push(r),
+            }
         }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let epoch = self.lookups.epoch_of(MODEL);
         let rows = self
             .read(
                 cx,
-                "product.product",
-                json!(["|", ["default_code", "in", refs], ["barcode", "in", refs]]),
+                MODEL,
+                json!([
+                    "|",
+                    ["default_code", "in", missing],
+                    ["barcode", "in", missing]
+                ]),
                 vec!["id", "default_code", "barcode"],
             )
             .await?;
-        let mut out = BTreeMap::new();
         for r in &rows {
             let Some(id) = as_id(&r["id"]) else { continue };
             for key in ["default_code", "barcode"] {
-                if let Some(code) = r[key].as_str().filter(|c| refs.iter().any(|x| x == c)) {
-                    out.entry(code.to_string()).or_insert(id);
+                if let Some(code) = r[key].as_str().filter(|c| missing.iter().any(|x| x == c)) {
+                    if !out.contains_key(code) {
+                        out.insert(code.to_string(), id);
+                        self.lookups
+                            .put_id(MODEL, &format!("ref:{code}"), id, epoch)
+                            .await;
+                    }
                 }
             }
         }

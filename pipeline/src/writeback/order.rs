@@ -73,13 +73,22 @@ impl Writeback {
         if order.currency.is_empty() {
             return Ok(None);
         }
-        let company = self
-            .read(cx, "res.company", json!([]), vec!["id", "currency_id"])
-            .await?;
-        let company_currency = company
-            .first()
-            .map(|c| many2one_name(&c["currency_id"]).to_string())
-            .unwrap_or_default();
+        let company_currency = match self.lookups.company_currency().await {
+            Some(c) => c,
+            None => {
+                let company = self
+                    .read(cx, "res.company", json!([]), vec!["id", "currency_id"])
+                    .await?;
+                let c = company
+                    .first()
+                    .map(|c| many2one_name(&c["currency_id"]).to_string())
+                    .unwrap_or_default();
+                if !c.is_empty() {
+                    self.lookups.put_company_currency(c.clone()).await;
+                }
+                c
+            }
+        };
         if company_currency.eq_ignore_ascii_case(&order.currency) {
             return Ok(None);
         }
@@ -299,7 +308,21 @@ impl Writeback {
         let needs_taxes = order.lines.iter().any(|l| !l.taxes.is_empty())
             || order.shipping.iter().any(|s| !s.taxes.is_empty());
         let taxes = if needs_taxes {
-            self.taxes(cx).await?
+            let probe = shopify::OdooIds {
+                line_products: line_products.clone(),
+                ..shopify::OdooIds::default()
+            };
+            let fits = |t: &BTreeMap<shopify::TaxKey, i64>| {
+                let ids = shopify::OdooIds {
+                    taxes: t.clone(),
+                    ..probe.clone()
+                };
+                !matches!(
+                    shopify::sale_order_vals(order, &ids),
+                    Err(Unmapped::Tax { .. })
+                )
+            };
+            self.taxes_where(cx, fits).await?.as_ref().clone()
         } else {
             BTreeMap::new()
         };

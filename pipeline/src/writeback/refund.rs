@@ -99,7 +99,12 @@ impl Writeback {
             BTreeMap::new()
         };
         let taxes = if planned.iter().any(|l| !l.rates.is_empty()) {
-            self.taxes(cx).await?
+            let fits = |t: &BTreeMap<shopify::TaxKey, i64>| {
+                planned
+                    .iter()
+                    .all(|l| shopify::resolve_taxes(&l.rates, order.taxes_included, t).is_ok())
+            };
+            self.taxes_where(cx, fits).await?.as_ref().clone()
         } else {
             BTreeMap::new()
         };

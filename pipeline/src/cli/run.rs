@@ -58,7 +58,7 @@ impl Sinks {
         if let Some(s) = self.shopify {
             let resume = shared.state.clone().map(|state| {
                 let resume: sinks::shopify::guard::Resume = Box::new(move || {
-                    Box::pin(async move { crate::inbox::held_orders(&state).await })
+                    Box::pin(async move { crate::writeback::inbox::held_orders(&state).await })
                 });
                 resume
             });
@@ -180,6 +180,7 @@ pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writ
             warehouse: o.warehouse.clone(),
             default_customer: o.default_customer.clone(),
             variant_map: o.variant_map.clone(),
+            cache_ttl: Duration::from_secs(o.cache_ttl_secs),
         },
     ))
 }
@@ -192,26 +193,28 @@ pub async fn start_writeback(
     source: &SourceConfig,
     shared: &Arc<Shared>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(std::net::SocketAddr, AbortOnDrop)> {
+) -> Result<(std::net::SocketAddr, crate::ops::http::Served)> {
     let wake = Arc::new(tokio::sync::Notify::new());
-    let receiver_stats = Arc::new(crate::webhook::ReceiverStats::default());
-    let inbox_stats = Arc::new(crate::inbox::InboxStats::default());
+    let receiver_stats = Arc::new(crate::writeback::webhook::ReceiverStats::default());
+    let inbox_stats = Arc::new(crate::writeback::inbox::InboxStats::default());
     if let Ok(mut g) = shared.writeback.lock() {
         *g = Some((receiver_stats.clone(), inbox_stats.clone()));
     }
-    let inbox = crate::inbox::Inbox::new(
+    let inbox = crate::writeback::inbox::Inbox::new(
         crate::state::StateDb::connect(source)
             .await
             .context("connecting for the inbox")?,
-        build_writeback(o)?.with_stats(inbox_stats.writeback.clone()),
+        build_writeback(o)?
+            .with_stats(inbox_stats.writeback.clone())
+            .with_epochs(shared.epochs.clone()),
         wake.clone(),
         w.workers,
         inbox_stats,
     )
-    .with_guard(shared.clone());
+    .with_guard(shared.guard.clone());
     tokio::spawn(inbox.run(stop));
-    let receiver = crate::webhook::Receiver::new(
-        crate::webhook::ReceiverConfig {
+    let receiver = crate::writeback::webhook::Receiver::new(
+        crate::writeback::webhook::ReceiverConfig {
             secrets: vec![
                 w.secret.expose().to_string(),
                 w.previous_secret.expose().to_string(),
@@ -225,22 +228,16 @@ pub async fn start_writeback(
         wake,
         receiver_stats,
     )
-    .with_guard(shared.clone());
-    let (addr, handle) =
-        crate::webhook::serve(&w.listen, crate::webhook::router(Arc::new(receiver)))
-            .await
-            .with_context(|| format!("webhooks.listen: cannot listen on {}", w.listen))?;
-    tracing::info!(%addr, "receiving Shopify webhooks on /webhooks/shopify");
-    Ok((addr, AbortOnDrop(handle)))
-}
-
-/// Aborts a task when dropped.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    .with_guard(shared.guard.clone());
+    let served = crate::ops::http::Served::start(
+        &w.listen,
+        crate::writeback::webhook::router(Arc::new(receiver)),
+        "webhooks",
+    )
+    .await
+    .with_context(|| format!("webhooks.listen: cannot listen on {}", w.listen))?;
+    tracing::info!(addr = %served.addr, "receiving Shopify webhooks on /webhooks/shopify");
+    Ok((served.addr, served))
 }
 
 pub async fn run(cfg: Config, resync: bool) -> Result<()> {
@@ -361,7 +358,12 @@ pub async fn run_with(
         (
             None,
             Some(
-                crate::capture::restore_snapshot(&source, &cfg.source.publication, version).await?,
+                crate::runtime::capture::restore_snapshot(
+                    &source,
+                    &cfg.source.publication,
+                    version,
+                )
+                .await?,
             ),
         )
     } else if cfg.source.managed {
@@ -373,7 +375,7 @@ pub async fn run_with(
         tracing::info!(slot = %cfg.source.slot, "creating the slot with an initial snapshot");
         (
             Some(
-                crate::capture::snapshot(
+                crate::runtime::capture::snapshot(
                     &source,
                     &cfg.source.slot,
                     &cfg.source.publication,
@@ -392,7 +394,7 @@ pub async fn run_with(
     });
     let _health = match &cfg.runtime.metrics_listen {
         Some(addr) => Some(
-            crate::health::serve_on(shared.clone(), addr)
+            crate::ops::health::serve_on(shared.clone(), addr)
                 .await
                 .with_context(|| format!("runtime.metrics_listen: cannot listen on {addr}"))?,
         ),

@@ -7,7 +7,7 @@
 //! signed webhook is never refused for its content: one the inbox worker cannot apply (not
 //! JSON, not the topic's shape, no order id) is dead-lettered there with the reason.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use transforms::shopify::{self, Topic};
 
-use crate::histogram::Histogram;
+pub use crate::runtime::stats::ReceiverStats;
 
 /// Receiver settings.
 #[derive(Clone)]
@@ -36,33 +36,6 @@ pub struct ReceiverConfig {
     pub max_body_bytes: usize,
 }
 
-/// Counters of the receiver.
-#[derive(Debug, Default)]
-pub struct ReceiverStats {
-    /// Webhooks committed to the inbox.
-    pub accepted: AtomicU64,
-    /// Deliveries of an event already in the inbox.
-    pub duplicates: AtomicU64,
-    /// Refused with 401.
-    pub unauthorized: AtomicU64,
-    /// Refused with 400.
-    pub malformed: AtomicU64,
-    /// Answer time of accepted webhooks.
-    pub latency: Histogram,
-    /// Every answer, by HTTP status (413 from the body limit and 503 included).
-    pub answers: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
-}
-
-impl ReceiverStats {
-    /// Answers so far, by status.
-    pub fn answers(&self) -> Vec<(u16, u64)> {
-        self.answers
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
-            .unwrap_or_default()
-    }
-}
-
 /// The receiver's state.
 pub struct Receiver {
     cfg: ReceiverConfig,
@@ -70,7 +43,7 @@ pub struct Receiver {
     wake: Arc<Notify>,
     /// Counters.
     pub stats: Arc<ReceiverStats>,
-    shared: Option<Arc<crate::runtime::Shared>>,
+    guard: Option<Arc<sinks::shopify::GuardChannel>>,
 }
 
 impl Receiver {
@@ -86,13 +59,13 @@ impl Receiver {
             db,
             wake,
             stats,
-            shared: None,
+            guard: None,
         }
     }
 
     /// Tells the runtime's oversell guard about every order received.
-    pub fn with_guard(mut self, shared: Arc<crate::runtime::Shared>) -> Self {
-        self.shared = Some(shared);
+    pub fn with_guard(mut self, guard: Arc<sinks::shopify::GuardChannel>) -> Self {
+        self.guard = Some(guard);
         self
     }
 }
@@ -140,21 +113,6 @@ fn count_answer(stats: &ReceiverStats, status: StatusCode, limit: usize) {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         tracing::warn!(%status, max_body_bytes = limit, "webhook refused: body larger than webhooks.max_body_bytes");
     }
-}
-
-/// Serves the routes on `addr` until the returned handle is dropped or aborted.
-pub async fn serve(
-    addr: &str,
-    router: Router,
-) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "webhook server stopped");
-        }
-    });
-    Ok((local, handle))
 }
 
 fn hex_digest(body: &[u8]) -> String {
@@ -270,10 +228,10 @@ async fn receive(
     match inserted {
         Ok(Some(row)) => {
             let id: i64 = row.get(0);
-            if let (Some(shared), Some(Topic::OrderCreate)) = (&r.shared, topic) {
-                shared.guard.send(crate::runtime::GuardNote::Received {
+            if let (Some(guard), Some(Topic::OrderCreate)) = (&r.guard, topic) {
+                guard.send(sinks::shopify::GuardNote::Received {
                     order: order_key.clone(),
-                    lines: crate::inbox::sold(&payload),
+                    lines: crate::writeback::inbox::sold(&payload),
                 });
             }
             r.wake.notify_one();

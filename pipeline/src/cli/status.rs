@@ -16,7 +16,7 @@ use crate::config::Config;
 
 /// Collects the status; `(needs_a_person, document)`.
 pub async fn collect(mut cfg: Config) -> Result<(Vec<String>, Value)> {
-    let source = crate::dlq_cmd::source_of(&mut cfg, true)?;
+    let source = crate::cli::dlq::source_of(&mut cfg, true)?;
     let client = source.sql_client().await?;
     let mut attention = Vec::new();
     // The slot, judged as `slot status` judges it (one verdict, the same exit-code causes).
@@ -28,13 +28,13 @@ pub async fn collect(mut cfg: Config) -> Result<(Vec<String>, Value)> {
         .flatten()
         .map(|t| format!("{}.{}", t.schema, t.table))
         .collect();
-    let keyless = crate::slot_cmd::keyless(&mut conn, &names).await?;
+    let keyless = crate::cli::slot::keyless(&mut conn, &names).await?;
     drop(conn);
-    let (problem, warnings) = crate::slot_cmd::verdict(
+    let (problem, warnings) = crate::cli::slot::verdict(
         st.as_ref(),
         tables.as_deref(),
         &keyless,
-        crate::slot_cmd::DEFAULT_MIN_SAFE_WAL_MB * 1024 * 1024,
+        crate::cli::slot::DEFAULT_MIN_SAFE_WAL_MB * 1024 * 1024,
     );
     attention.extend(problem.map(|(_, p)| format!("slot {}: {p}", cfg.source.slot)));
     attention.extend(warnings);

@@ -98,11 +98,23 @@ pub struct Odoo {
     /// Shopify variant id -> Odoo SKU (`default_code`) or barcode, for lines without a SKU.
     #[serde(default)]
     pub variant_map: std::collections::BTreeMap<String, String>,
+    /// How long looked-up products, taxes, customers, countries, currencies, pricelists and
+    /// warehouses are remembered at most (0: always ask Odoo). Changes the stream carries
+    /// (products, customers, countries, currencies, warehouses) end them at once.
+    #[serde(default = "default_cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
 }
 
 fn default_protocol() -> String {
     "jsonrpc".into()
 }
+/// Default `odoo.cache_ttl_secs`.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 600;
+
+fn default_cache_ttl_secs() -> u64 {
+    DEFAULT_CACHE_TTL_SECS
+}
+
 fn default_shipping_sku() -> String {
     DEFAULT_SHIPPING_SKU.into()
 }
@@ -576,102 +588,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[source]
-url = "postgres://odoo_cdc@127.0.0.1:5432/odoo"
-
-[runtime]
-max_hold_secs = 30
-
-[sinks.shopify]
-graphql_url = "https://shop.myshopify.com/admin/api/2026-10/graphql.json"
-location_map = { WH = "gid://shopify/Location/1" }
-safety_stock = 1
-
-[sinks.wms]
-base_url = "https://wms.example.com"
-
-[sinks.accounting]
-base_url = "https://quickbooks.api.intuit.com"
-realm_id = "9130357"
-client_id = "odoo-cdc"
-mode = "batch"
-account_map = { "121000" = "84", "400000" = "79" }
-"#;
-
-    fn env(k: &str) -> Option<String> {
-        match k {
-            "ODOO_CDC_SHOPIFY_ACCESS_TOKEN" => Some("shpat_x".into()),
-            "ODOO_CDC_WMS_API_KEY" => Some("wms".into()),
-            "ODOO_CDC_ACCOUNTING_CLIENT_SECRET" => Some("secret".into()),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn a_good_file_with_secrets_from_the_environment_validates() {
-        let mut c: Config = GOOD.parse().unwrap();
-        c.apply_env(&env);
-        c.validate().unwrap();
-        assert_eq!(c.source.slot, DEFAULT_SLOT);
-        assert_eq!(c.runtime.queue_capacity, DEFAULT_QUEUE_CAPACITY);
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("shpat_x") && !shown.contains("secret\""),
-            "secrets never print: {shown}"
-        );
-    }
-
-    #[test]
-    fn the_bad_field_is_named() {
-        let e = format!("{GOOD}\n[sinks.wms2]\nx = 1\n")
-            .parse::<Config>()
-            .unwrap_err();
-        assert!(e.message.contains("unknown field `wms2`"), "{e}");
-        let e = GOOD
-            .replace("safety_stock = 1", "safety_stok = 1")
-            .parse::<Config>()
-            .unwrap_err();
-        assert!(e.to_string().contains("safety_stok"), "{e}");
-        let mut c: Config = GOOD.parse().unwrap();
-        assert_eq!(
-            c.validate().unwrap_err().field,
-            "sinks.shopify.access_token"
-        );
-        c.apply_env(&env);
-        let mut bad = c.clone();
-        bad.sinks
-            .shopify
-            .as_mut()
-            .unwrap()
-            .location_map
-            .insert("WH2".into(), "Location 2".into());
-        assert_eq!(
-            bad.validate().unwrap_err().field,
-            "sinks.shopify.location_map.WH2"
-        );
-        let mut bad = c.clone();
-        bad.sinks.accounting.as_mut().unwrap().batch_size = 31;
-        assert_eq!(
-            bad.validate().unwrap_err().field,
-            "sinks.accounting.batch_size"
-        );
-        let mut bad = c.clone();
-        bad.sinks.shopify.as_mut().unwrap().write_interval_ms = 60_000;
-        assert_eq!(
-            bad.validate().unwrap_err().field,
-            "sinks.shopify.write_interval_ms"
-        );
-        assert_eq!(
-            c.sinks.shopify.as_ref().unwrap().write_interval_ms,
-            250,
-            "the default write interval"
-        );
-        let mut bad = c;
-        bad.source.url = "not a url at all ::".into();
-        assert_eq!(bad.validate().unwrap_err().field, "source.url");
-    }
-}
+mod tests;

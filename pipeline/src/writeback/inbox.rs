@@ -6,7 +6,7 @@
 //! permanent failure (unknown SKU or tax, an Odoo validation error) moves the row to the
 //! dead-letter queue with Odoo's error text; `odoo-cdc dlq replay` applies it again.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_postgres::Client;
 use transforms::shopify::{self, Topic};
 
-use crate::histogram::Histogram;
+pub use crate::runtime::stats::InboxStats;
 use crate::writeback::{Applied, Ctx, Writeback};
 
 /// How long a refund waits for its order's `orders/create` webhook (Shopify retries a
@@ -26,23 +26,6 @@ pub const REFUND_WAIT: Duration = Duration::from_secs(4 * 3600);
 
 /// How often the sweep looks for rows nobody was woken for (after a crash).
 pub const SWEEP: Duration = Duration::from_secs(30);
-
-/// Counters of the inbox.
-#[derive(Debug, Default)]
-pub struct InboxStats {
-    /// Webhooks applied to Odoo.
-    pub applied: AtomicU64,
-    /// Refused on purpose (a create after its cancel).
-    pub refused: AtomicU64,
-    /// Moved to the dead-letter queue.
-    pub dead: AtomicU64,
-    /// Transient failures (retried).
-    pub retries: AtomicU64,
-    /// From receipt to applied.
-    pub latency: Histogram,
-    /// Money that needed a rounding line, or still differs from Shopify's.
-    pub writeback: Arc<crate::writeback::WritebackStats>,
-}
 
 /// A row of the inbox.
 #[derive(Debug, Clone)]
@@ -244,8 +227,8 @@ pub fn sold(payload: &Value) -> Vec<(String, Option<String>, i64)> {
 
 /// After a restart: the orders whose units the guard must hold (received, and not yet known
 /// to be in the stream), rebuilt from the inbox.
-pub async fn held_orders(db: &crate::state::StateDb) -> Vec<crate::runtime::GuardNote> {
-    use crate::runtime::GuardNote;
+pub async fn held_orders(db: &crate::state::StateDb) -> Vec<sinks::shopify::GuardNote> {
+    use sinks::shopify::GuardNote;
     let db = match db.client().await {
         Ok(c) => c,
         Err(e) => {
@@ -296,7 +279,7 @@ pub struct Inbox {
     workers: usize,
     /// Counters.
     pub stats: Arc<InboxStats>,
-    shared: Option<Arc<crate::runtime::Shared>>,
+    guard: Option<Arc<sinks::shopify::GuardChannel>>,
 }
 
 impl Inbox {
@@ -315,13 +298,13 @@ impl Inbox {
             wake,
             workers: workers.max(1),
             stats,
-            shared: None,
+            guard: None,
         }
     }
 
     /// Feeds the runtime's oversell guard with what Odoo has applied.
-    pub fn with_guard(mut self, shared: Arc<crate::runtime::Shared>) -> Self {
-        self.shared = Some(shared);
+    pub fn with_guard(mut self, guard: Arc<sinks::shopify::GuardChannel>) -> Self {
+        self.guard = Some(guard);
         self
     }
 
@@ -465,11 +448,11 @@ impl Inbox {
                     attempts: r.get(4),
                     age_secs: r.get(6),
                 };
-                if let (Some(shared), true) = (&self.shared, row.topic == "orders/create") {
+                if let (Some(guard), true) = (&self.guard, row.topic == "orders/create") {
                     // Before Odoo is written, so the guard holds the units first (the
                     // receiver told it already; a repeat is ignored).
                     if let Ok(payload) = serde_json::from_str::<Value>(&row.payload) {
-                        shared.guard.send(crate::runtime::GuardNote::Received {
+                        guard.send(sinks::shopify::GuardNote::Received {
                             order: row.order_key.clone(),
                             lines: sold(&payload),
                         });
@@ -490,7 +473,7 @@ impl Inbox {
                     tracing::warn!(error = %e, "cannot record an inbox outcome; it is applied again later");
                     break;
                 }
-                if let (Some(shared), Outcome::Applied(a)) = (&self.shared, &outcome) {
+                if let (Some(guard), Outcome::Applied(a)) = (&self.guard, &outcome) {
                     // Confirmed, cancelled or refused: once the stream passes the fence, the
                     // order's units are in Odoo's numbers (or never will be, if refused).
                     let fence = match a {
@@ -498,7 +481,7 @@ impl Inbox {
                         Applied::Refused(_) => Some(cdc::Lsn::ZERO),
                     };
                     if let (Some(fence), true) = (fence, row.topic != "refunds/create") {
-                        shared.guard.send(crate::runtime::GuardNote::Settled {
+                        guard.send(sinks::shopify::GuardNote::Settled {
                             order: row.order_key.clone(),
                             fence,
                         });

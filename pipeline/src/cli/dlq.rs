@@ -94,7 +94,7 @@ pub async fn replay(
         writeln!(out, "nothing to replay")?;
         return Ok(true);
     }
-    let mut sinks = crate::run_cmd::build_sinks(&cfg, &db).await?;
+    let mut sinks = crate::cli::run::build_sinks(&cfg, &db).await?;
     let mut all_ok = true;
     for r in rows {
         let (id, sink): (i64, String) = (r.get(0), r.get(1));
@@ -195,7 +195,7 @@ async fn replay_webhook(
     else {
         bail!("inbox row {inbox_id} of dead letter {dead_id} is gone");
     };
-    let row = crate::inbox::Row {
+    let row = crate::writeback::inbox::Row {
         id: r.get(0),
         topic: r.get(1),
         order_key: r.get(2),
@@ -203,7 +203,7 @@ async fn replay_webhook(
         attempts: 0,
         age_secs: 0.0,
     };
-    let wb = crate::run_cmd::build_writeback(odoo)?;
+    let wb = crate::cli::run::build_writeback(odoo)?;
     crate::state::audit(
         client,
         &row.order_key,
@@ -213,10 +213,10 @@ async fn replay_webhook(
         None,
     )
     .await;
-    let outcome = crate::inbox::apply(client, &wb, &row).await;
+    let outcome = crate::writeback::inbox::apply(client, &wb, &row).await;
     match &outcome {
-        crate::inbox::Outcome::Applied(_) => {
-            crate::inbox::record(client, &row, &outcome, None).await?;
+        crate::writeback::inbox::Outcome::Applied(_) => {
+            crate::writeback::inbox::record(client, &row, &outcome, None).await?;
             client
                 .execute(
                     "UPDATE odoo_cdc.dead_letters SET replayed_at = now() WHERE id = $1",
@@ -226,11 +226,11 @@ async fn replay_webhook(
             writeln!(out, "{dead_id}\todoo\treplayed")?;
             Ok(true)
         }
-        crate::inbox::Outcome::Retry(e) => {
+        crate::writeback::inbox::Outcome::Retry(e) => {
             writeln!(out, "{dead_id}\todoo\tstill failing: {e}")?;
             Ok(false)
         }
-        crate::inbox::Outcome::Dead(reason) => {
+        crate::writeback::inbox::Outcome::Dead(reason) => {
             crate::state::audit(
                 client,
                 &row.order_key,

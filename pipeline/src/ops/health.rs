@@ -5,11 +5,11 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::http::Served;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use fixtures::emulator::Server;
 use serde_json::{json, Value};
 
 use crate::runtime::Shared;
@@ -380,13 +380,13 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on 127.0.0.1:`port`.
-pub async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<Server> {
+pub async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<Served> {
     serve_on(shared, &format!("127.0.0.1:{port}")).await
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `addr` (`runtime.metrics_listen`: its host
 /// is honoured, `0.0.0.0:9090` listens on every interface for a remote Prometheus).
-pub async fn serve_on(shared: Arc<Shared>, addr: &str) -> std::io::Result<Server> {
+pub async fn serve_on(shared: Arc<Shared>, addr: &str) -> std::io::Result<Served> {
     let app = Router::new()
         .route(
             "/healthz",
@@ -398,5 +398,5 @@ pub async fn serve_on(shared: Arc<Shared>, addr: &str) -> std::io::Result<Server
             get(|State(s): State<Arc<Shared>>| async move { render(&s) }),
         )
         .with_state(shared);
-    Server::start_on(app, addr).await
+    Served::start(addr, app, "health").await
 }

@@ -7,9 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 use cdc::slot::{DEFAULT_PUBLICATION, DEFAULT_SLOT};
 use cdc::Lsn;
-use pipeline::fixtures_cmd;
-use pipeline::slot_cmd::{self, TableChoice};
-use pipeline::tail::{self, TailOptions};
+#[cfg(feature = "emulators")]
+use pipeline::cli::fixtures as fixtures_cmd;
+use pipeline::cli::slot::{self as slot_cmd, TableChoice};
+use pipeline::cli::tail::{self, TailOptions};
 
 #[derive(Parser)]
 #[command(
@@ -76,11 +77,12 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+    #[cfg(feature = "emulators")]
     /// Run the whole pipeline on the embedded default: throwaway PostgreSQL, Odoo-shaped data,
     /// emulators, a scripted retail day; prints a summary.
     Demo {
         /// How long the retail day lasts (e.g. 30s, 2m).
-        #[arg(long, default_value = "60s", value_parser = pipeline::demo::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = pipeline::cli::demo::parse_duration)]
         duration: Duration,
         /// Leave everything up afterwards and print one `service <name> <url>` line each.
         #[arg(long)]
@@ -132,6 +134,7 @@ enum Command {
         #[arg(long, default_value = "odoo-cdc.toml")]
         config: std::path::PathBuf,
     },
+    #[cfg(feature = "emulators")]
     /// Test fixtures: run an emulator standalone.
     Fixtures {
         #[command(subcommand)]
@@ -176,6 +179,7 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<pipeline::config::Confi
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+#[cfg(feature = "emulators")]
 #[derive(Subcommand)]
 enum FixturesAction {
     /// Load the Odoo 18-shaped schema and data into an empty database (one transaction).
@@ -322,12 +326,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "tail finished"
             );
         }
+        #[cfg(feature = "emulators")]
         Command::Demo {
             duration,
             keep_running,
         } => {
             drop(stdout);
-            let ok = pipeline::demo::run(duration, keep_running).await?;
+            let ok = pipeline::cli::demo::run(duration, keep_running).await?;
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -341,16 +346,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg: pipeline::config::Config = text
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            pipeline::run_cmd::run(cfg, resync).await?;
+            pipeline::cli::run::run(cfg, resync).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Dlq { action } => match action {
             DlqAction::List { config, json } => {
-                pipeline::dlq_cmd::list(load_config(&config)?, json, &mut stdout).await?;
+                pipeline::cli::dlq::list(load_config(&config)?, json, &mut stdout).await?;
             }
             DlqAction::Replay { config, id, all } => {
                 let ok =
-                    pipeline::dlq_cmd::replay(load_config(&config)?, id, all, &mut stdout).await?;
+                    pipeline::cli::dlq::replay(load_config(&config)?, id, all, &mut stdout).await?;
                 if !ok {
                     return Ok(ExitCode::from(3));
                 }
@@ -362,7 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let found =
-                pipeline::dlq_cmd::audit(load_config(&config)?, &order, json, &mut stdout).await?;
+                pipeline::cli::dlq::audit(load_config(&config)?, &order, json, &mut stdout).await?;
             if !found {
                 eprintln!("no audit trail for Shopify order {order}");
                 return Ok(ExitCode::from(1));
@@ -376,7 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let code = pipeline::status_cmd::run(cfg, json, &mut stdout).await?;
+            let code = pipeline::cli::status::run(cfg, json, &mut stdout).await?;
             return Ok(ExitCode::from(code));
         }
         Command::CheckConfig { config } => {
@@ -419,6 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sinks.join(", ")
             )?;
         }
+        #[cfg(feature = "emulators")]
         Command::Fixtures { action } => match action {
             FixturesAction::Seed {
                 db,
@@ -521,8 +527,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         || e.chain().any(|c| {
             c.downcast_ref::<cdc::ReplError>()
                 .is_some_and(cdc::ReplError::is_broken_pipe)
-                || c.downcast_ref::<pipeline::tail::TailError>()
-                    .is_some_and(|t| matches!(t, pipeline::tail::TailError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+                || c.downcast_ref::<pipeline::cli::tail::TailError>()
+                    .is_some_and(|t| matches!(t, pipeline::cli::tail::TailError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
         })
 }
 

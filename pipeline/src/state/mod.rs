@@ -11,6 +11,21 @@ use sinks::accounting::client::BoxFuture;
 use sinks::accounting::TokenStore;
 use tokio_postgres::Client;
 
+/// A dead-lettered event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// Sink.
+    pub sink: &'static str,
+    /// Partition key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+    /// Source commit LSN.
+    pub source_lsn: String,
+    /// The event.
+    pub event: transforms::RetailEvent,
+}
+
 /// How long one attempt to (re)connect to the state database may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -279,7 +294,7 @@ impl TokenStore for PgTokens {
 
 /// Records a dead letter: a new pending entry, or one more sighting of the pending entry of
 /// the same sink, key and cause (its event becomes the newest one). Returns whether it was new.
-pub async fn dead_letter(db: &StateDb, d: &crate::runtime::DeadLetter) -> Result<bool, StateError> {
+pub async fn dead_letter(db: &StateDb, d: &DeadLetter) -> Result<bool, StateError> {
     let event = serde_json::to_value(&d.event).unwrap_or(serde_json::Value::Null);
     let row = db
         .client()

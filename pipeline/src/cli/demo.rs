@@ -23,7 +23,7 @@ use fixtures::TempCluster;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::run_cmd::Sinks;
+use crate::cli::run::Sinks;
 use crate::runtime::{self, RunOptions, Shared};
 
 /// Parses `30s`, `2m`, `1h` or plain seconds.
@@ -49,7 +49,7 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
     let summary = std::sync::Arc::new(std::sync::Mutex::new(None));
     tokio::select! {
         r = run_inner(duration, keep_running, summary.clone()) => r,
-        () = crate::run_cmd::stop_signal() => {
+        () = crate::cli::run::stop_signal() => {
             eprintln!("demo: stopped; removing its PostgreSQL and emulators");
             Ok(summary.lock().ok().and_then(|g| *g).unwrap_or(false))
         }
@@ -98,7 +98,7 @@ async fn run_inner(
     let shop_defaults = ShopEmuCfg::default();
     let (emu_db, emu_login, emu_key, _) = odoo_rpc.credentials();
     let inbox_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (hook_addr, _receiver) = crate::run_cmd::start_writeback(
+    let (hook_addr, _receiver) = crate::cli::run::start_writeback(
         &crate::config::Webhooks {
             listen: "127.0.0.1:0".into(),
             shop_domain: shop_defaults.shop_domain.clone(),
@@ -118,6 +118,7 @@ async fn run_inner(
             rounding_sku: None,
             default_customer: Some("Shopify walk-in customer".into()),
             variant_map: Default::default(),
+            cache_ttl_secs: crate::config::DEFAULT_CACHE_TTL_SECS,
         },
         &source,
         &shared,
@@ -212,7 +213,7 @@ async fn run_inner(
     );
 
     say("creating the slot with an exported snapshot and reading the published tables");
-    let snapshot = crate::capture::snapshot(
+    let snapshot = crate::runtime::capture::snapshot(
         &source,
         "odoo_cdc",
         "odoo_cdc",
@@ -253,7 +254,7 @@ async fn run_inner(
             .await
         })
     };
-    let health = crate::health::serve(shared.clone(), 0).await?;
+    let health = crate::ops::health::serve(shared.clone(), 0).await?;
 
     say(&format!(
         "running a scripted retail day for {}s (Shopify goes down for a while in the middle)",

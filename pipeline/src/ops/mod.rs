@@ -1,0 +1,4 @@
+//! What an operator watches: `/healthz`, `/readyz` and `/metrics`.
+
+pub mod health;
+pub mod http;

@@ -1,0 +1,140 @@
+//! The counters every part reports into, read by `/metrics` and `/readyz`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sinks::SinkError;
+
+use super::histogram::Histogram;
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Transient failures retried.
+    pub retries: AtomicU64,
+    /// Events dead-lettered.
+    pub dead: AtomicU64,
+    /// Events parked in the outbox.
+    pub parked: AtomicU64,
+    /// Delivery latency from Odoo's commit (the server's commit time) to the sink's acknowledgement.
+    pub latency: Histogram,
+    /// Events put on the queue.
+    pub enqueued: AtomicU64,
+    /// Newest commit marker fully delivered.
+    pub delivered_marker: AtomicU64,
+    /// Newest commit marker enqueued.
+    pub enqueued_marker: AtomicU64,
+    /// Levels wait to be written again (a storefront order's hold was released) and have
+    /// not been yet.
+    pub rewrite_pending: std::sync::atomic::AtomicBool,
+    /// Storefront orders written to Odoo whose units are still held back until the stream
+    /// passes their fence.
+    pub fenced: AtomicU64,
+    /// Deliveries by what sent them, in the order of [`DELIVERY_CAUSES`].
+    pub deliveries: [AtomicU64; 4],
+    /// Since when (Unix seconds) the sink has been failing: retrying, or parked with an outbox
+    /// it cannot drain; 0 while it delivers.
+    pub failing_since: AtomicU64,
+    /// The newest failure while failing.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SinkStats {
+    /// Marks the sink failing (from now, unless it already is).
+    pub fn failing(&self, e: &SinkError) {
+        let now = unix_us() as u64 / 1_000_000;
+        let _ =
+            self.failing_since
+                .compare_exchange(0, now.max(1), Ordering::SeqCst, Ordering::SeqCst);
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.message.clone());
+        }
+    }
+
+    /// Marks the sink delivering again.
+    pub fn healthy(&self) {
+        if self.failing_since.swap(0, Ordering::SeqCst) != 0 {
+            if let Ok(mut g) = self.last_error.lock() {
+                *g = None;
+            }
+        }
+    }
+
+    /// For how long the sink has been failing.
+    pub fn failing_for(&self) -> Option<Duration> {
+        match self.failing_since.load(Ordering::SeqCst) {
+            0 => None,
+            t => Some(Duration::from_secs(
+                (unix_us() as u64 / 1_000_000).saturating_sub(t),
+            )),
+        }
+    }
+}
+
+/// Why a sink delivered: a change that could not wait (near sell-out), the write interval of
+/// the oldest change ran out, the changes were there already (a backlog, or a sink without a
+/// write interval), or levels released from a storefront order's hold were written again.
+pub const DELIVERY_CAUSES: [&str; 4] = ["urgent", "interval", "queued", "released"];
+
+/// Now, in Unix microseconds.
+pub(crate) fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Counters of the receiver.
+#[derive(Debug, Default)]
+pub struct ReceiverStats {
+    /// Webhooks committed to the inbox.
+    pub accepted: AtomicU64,
+    /// Deliveries of an event already in the inbox.
+    pub duplicates: AtomicU64,
+    /// Refused with 401.
+    pub unauthorized: AtomicU64,
+    /// Refused with 400.
+    pub malformed: AtomicU64,
+    /// Answer time of accepted webhooks.
+    pub latency: Histogram,
+    /// Every answer, by HTTP status (413 from the body limit and 503 included).
+    pub answers: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
+impl ReceiverStats {
+    /// Answers so far, by status.
+    pub fn answers(&self) -> Vec<(u16, u64)> {
+        self.answers
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Counters of the inbox.
+#[derive(Debug, Default)]
+pub struct InboxStats {
+    /// Webhooks applied to Odoo.
+    pub applied: AtomicU64,
+    /// Refused on purpose (a create after its cancel).
+    pub refused: AtomicU64,
+    /// Moved to the dead-letter queue.
+    pub dead: AtomicU64,
+    /// Transient failures (retried).
+    pub retries: AtomicU64,
+    /// From receipt to applied.
+    pub latency: Histogram,
+    /// Money that needed a rounding line, or still differs from Shopify's.
+    pub writeback: Arc<WritebackStats>,
+}
+
+/// Counters of money that did not come out to the cent.
+#[derive(Debug, Default)]
+pub struct WritebackStats {
+    /// Rounding lines added so an Odoo total equals Shopify's.
+    pub rounding_lines: AtomicU64,
+    /// Orders and credit notes whose Odoo total still differs from Shopify's after rounding.
+    pub total_mismatches: AtomicU64,
+}
