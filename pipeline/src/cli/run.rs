@@ -195,8 +195,10 @@ pub async fn start_writeback(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(std::net::SocketAddr, crate::ops::http::Served)> {
     let wake = Arc::new(tokio::sync::Notify::new());
-    let receiver_stats = Arc::new(crate::writeback::webhook::ReceiverStats::default());
-    let inbox_stats = Arc::new(crate::writeback::inbox::InboxStats::default());
+    let receiver_stats = Arc::new(crate::writeback::webhook::ReceiverStats::new(
+        &shared.metrics,
+    ));
+    let inbox_stats = Arc::new(crate::writeback::inbox::InboxStats::new(&shared.metrics));
     if let Ok(mut g) = shared.writeback.lock() {
         *g = Some((receiver_stats.clone(), inbox_stats.clone()));
     }

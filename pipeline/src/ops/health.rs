@@ -1,7 +1,6 @@
 //! `/healthz` (alive), `/readyz` (everything that must work, works) and `/metrics`
 //! (Prometheus text format, every family with its HELP and TYPE) of a running pipeline.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,63 +11,73 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::runtime::stats::Kind;
 use crate::runtime::Shared;
 
-/// Writes the HELP and TYPE lines of a metric family.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+/// Every metric family: name, kind, HELP text. Names and labels are a contract (dashboards and
+/// alerts rely on them).
+const FAMILIES: &[(&str, Kind, &str)] = &[
+    ("odoo_cdc_read_lsn", Kind::Gauge, "Commit end of the newest transaction read from the slot."),
+    ("odoo_cdc_confirmed_lsn", Kind::Gauge, "Position confirmed to PostgreSQL (the slot's confirmed_flush_lsn)."),
+    ("odoo_cdc_unconfirmed_bytes", Kind::Gauge, "WAL read but not yet confirmed (waiting for a sink)."),
+    ("odoo_cdc_transactions_total", Kind::Counter, "Transactions read from the slot."),
+    ("odoo_cdc_replication_lag_bytes", Kind::Gauge, "Server WAL position minus the confirmed position."),
+    ("odoo_cdc_replication_lag_seconds", Kind::Gauge, "How long the oldest transaction read but not confirmed has waited (0 when caught up)."),
+    ("odoo_cdc_replication_up", Kind::Gauge, "1 while the replication stream is connected."),
+    ("odoo_cdc_state_up", Kind::Gauge, "1 while the connection to odoo-cdc's state database works."),
+    ("odoo_cdc_state_reconnects_total", Kind::Counter, "Connections to odoo-cdc's state database replaced after one was lost."),
+    ("odoo_cdc_sink_delivered_total", Kind::Counter, "Events a sink acknowledged."),
+    ("odoo_cdc_sink_retries_total", Kind::Counter, "Transient delivery failures retried."),
+    ("odoo_cdc_sink_parked_total", Kind::Counter, "Events parked in the outbox (sink down past max_hold)."),
+    ("odoo_cdc_sink_deliveries_total", Kind::Counter, "Deliveries by what sent them (urgent, interval, queued, released)."),
+    ("odoo_cdc_sink_queue_depth", Kind::Gauge, "Events queued for a sink and not yet delivered, dead-lettered or parked."),
+    ("odoo_cdc_sink_failing_seconds", Kind::Gauge, "How long a sink has been failing (0 while it delivers)."),
+    ("odoo_cdc_sink_latency_seconds", Kind::Histogram, "From Odoo's commit to the sink's acknowledgement."),
+    ("odoo_cdc_sink_dead_lettered_total", Kind::Counter, "Events a sink refused for good (see `odoo-cdc dlq list`)."),
+    ("odoo_cdc_webhooks_total", Kind::Counter, "Shopify webhooks by result."),
+    ("odoo_cdc_webhook_responses_total", Kind::Counter, "Every answer of the webhook receiver, by HTTP status (413 and 503 included)."),
+    ("odoo_cdc_webhook_answer_seconds", Kind::Histogram, "Time to commit an accepted webhook and answer 200."),
+    ("odoo_cdc_inbox_total", Kind::Counter, "Inbox rows by what applying them came to."),
+    ("odoo_cdc_writeback_rounding_lines_total", Kind::Counter, "Rounding lines added so an Odoo total equals Shopify's to the cent."),
+    ("odoo_cdc_writeback_total_mismatches_total", Kind::Counter, "Orders and credit notes whose Odoo total still differs from Shopify's (see the audit trail)."),
+    ("odoo_cdc_inbox_apply_seconds", Kind::Histogram, "From a webhook's receipt to its effect in Odoo."),
+];
 
-/// One unlabelled sample with its family lines.
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-/// Renders the metrics.
+/// Renders the metrics: the counters the pipeline keeps are set into its registry (histograms
+/// are recorded there as they are observed), which renders them with their HELP lines.
 pub fn render(shared: &Shared) -> String {
-    let mut out = String::new();
-    let o = &mut out;
+    let m = &shared.metrics;
+    for (name, kind, help) in FAMILIES {
+        m.describe(name, *kind, help);
+    }
+    let gauge = |name: &'static str, labels: &[(&'static str, &str)], v: f64| {
+        m.gauge(name, labels).set(v);
+    };
+    let counter = |name: &'static str, labels: &[(&'static str, &str)], v: u64| {
+        m.counter(name, labels).absolute(v);
+    };
     let read = shared.read.load(Ordering::Relaxed);
     let confirmed = shared.confirmed.load(Ordering::Relaxed);
-    single(
-        o,
-        "odoo_cdc_read_lsn",
-        "gauge",
-        "Commit end of the newest transaction read from the slot.",
-        read,
-    );
-    single(
-        o,
-        "odoo_cdc_confirmed_lsn",
-        "gauge",
-        "Position confirmed to PostgreSQL (the slot's confirmed_flush_lsn).",
-        confirmed,
-    );
-    single(
-        o,
+    gauge("odoo_cdc_read_lsn", &[], read as f64);
+    gauge("odoo_cdc_confirmed_lsn", &[], confirmed as f64);
+    gauge(
         "odoo_cdc_unconfirmed_bytes",
-        "gauge",
-        "WAL read but not yet confirmed (waiting for a sink).",
-        read.saturating_sub(confirmed),
+        &[],
+        read.saturating_sub(confirmed) as f64,
     );
-    single(
-        o,
+    counter(
         "odoo_cdc_transactions_total",
-        "counter",
-        "Transactions read from the slot.",
+        &[],
         shared.transactions.load(Ordering::Relaxed),
     );
     // Lag is absent until measured: before the server has reported its WAL position and the
     // slot's position is known, any number would be false.
     let wal = shared.server_wal.load(Ordering::Relaxed);
     if wal > 0 && confirmed > 0 {
-        single(
-            o,
+        gauge(
             "odoo_cdc_replication_lag_bytes",
-            "gauge",
-            "Server WAL position minus the confirmed position.",
-            wal.saturating_sub(confirmed),
+            &[],
+            wal.saturating_sub(confirmed) as f64,
         );
         let since = shared.behind_since_us.load(Ordering::Relaxed);
         let lag_secs = if since == 0 {
@@ -79,209 +88,93 @@ pub fn render(shared: &Shared) -> String {
                 .map_or(0, |d| d.as_micros() as u64);
             now.saturating_sub(since) as f64 / 1e6
         };
-        single(
-            o,
-            "odoo_cdc_replication_lag_seconds",
-            "gauge",
-            "How long the oldest transaction read but not confirmed has waited (0 when caught up).",
-            lag_secs,
-        );
+        gauge("odoo_cdc_replication_lag_seconds", &[], lag_secs);
     }
     let streaming = matches!(
         shared.replication.lock().ok().as_deref(),
         Some(Some(Ok(())))
     );
-    single(
-        o,
+    gauge(
         "odoo_cdc_replication_up",
-        "gauge",
-        "1 while the replication stream is connected.",
-        u8::from(streaming),
+        &[],
+        f64::from(u8::from(streaming)),
     );
     if let Some(state) = &shared.state {
-        single(
-            o,
-            "odoo_cdc_state_up",
-            "gauge",
-            "1 while the connection to odoo-cdc's state database works.",
-            u8::from(state.is_up()),
-        );
-        single(
-            o,
-            "odoo_cdc_state_reconnects_total",
-            "counter",
-            "Connections to odoo-cdc's state database replaced after one was lost.",
-            state.reconnects(),
-        );
+        gauge("odoo_cdc_state_up", &[], f64::from(u8::from(state.is_up())));
+        counter("odoo_cdc_state_reconnects_total", &[], state.reconnects());
     }
     let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
-    let per_sink = |o: &mut String,
-                    name: &str,
-                    kind: &str,
-                    help: &str,
-                    f: &dyn Fn(&crate::runtime::SinkStats) -> u64| {
-        family(o, name, kind, help);
-        for (sink, s) in &stats {
-            let _ = writeln!(o, "{name}{{sink=\"{sink}\"}} {}", f(s));
-        }
-    };
-    per_sink(
-        o,
-        "odoo_cdc_sink_delivered_total",
-        "counter",
-        "Events a sink acknowledged.",
-        &|s| s.delivered.load(Ordering::Relaxed),
-    );
-    per_sink(
-        o,
-        "odoo_cdc_sink_retries_total",
-        "counter",
-        "Transient delivery failures retried.",
-        &|s| s.retries.load(Ordering::Relaxed),
-    );
-    per_sink(
-        o,
-        "odoo_cdc_sink_parked_total",
-        "counter",
-        "Events parked in the outbox (sink down past max_hold).",
-        &|s| s.parked.load(Ordering::Relaxed),
-    );
-    family(
-        o,
-        "odoo_cdc_sink_deliveries_total",
-        "counter",
-        "Deliveries by what sent them (urgent, interval, queued, released).",
-    );
-    for (name, s) in &stats {
+    for (sink, s) in &stats {
+        let l = [("sink", *sink)];
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter("odoo_cdc_sink_delivered_total", &l, load(&s.delivered));
+        counter("odoo_cdc_sink_retries_total", &l, load(&s.retries));
+        counter("odoo_cdc_sink_parked_total", &l, load(&s.parked));
         for (why, n) in crate::runtime::DELIVERY_CAUSES.iter().zip(&s.deliveries) {
-            let _ = writeln!(
-                o,
-                "odoo_cdc_sink_deliveries_total{{sink=\"{name}\",cause=\"{why}\"}} {}",
-                n.load(Ordering::Relaxed)
+            counter(
+                "odoo_cdc_sink_deliveries_total",
+                &[("sink", *sink), ("cause", *why)],
+                load(n),
             );
         }
-    }
-    per_sink(
-        o,
-        "odoo_cdc_sink_queue_depth",
-        "gauge",
-        "Events queued for a sink and not yet delivered, dead-lettered or parked.",
-        &|s| {
-            let done = s.delivered.load(Ordering::Relaxed)
-                + s.dead.load(Ordering::Relaxed)
-                + s.parked.load(Ordering::Relaxed);
-            s.enqueued.load(Ordering::Relaxed).saturating_sub(done)
-        },
-    );
-    per_sink(
-        o,
-        "odoo_cdc_sink_failing_seconds",
-        "gauge",
-        "How long a sink has been failing (0 while it delivers).",
-        &|s| s.failing_for().map_or(0, |d| d.as_secs()),
-    );
-    family(
-        o,
-        "odoo_cdc_sink_latency_seconds",
-        "histogram",
-        "From Odoo's commit to the sink's acknowledgement.",
-    );
-    for (name, s) in &stats {
-        s.latency.render(
-            "odoo_cdc_sink_latency_seconds",
-            &format!("sink=\"{name}\""),
-            o,
+        let done = load(&s.delivered) + load(&s.dead) + load(&s.parked);
+        gauge(
+            "odoo_cdc_sink_queue_depth",
+            &l,
+            load(&s.enqueued).saturating_sub(done) as f64,
         );
+        gauge(
+            "odoo_cdc_sink_failing_seconds",
+            &l,
+            s.failing_for().map_or(0, |d| d.as_secs()) as f64,
+        );
+        counter("odoo_cdc_sink_dead_lettered_total", &l, load(&s.dead));
     }
-    per_sink(
-        o,
-        "odoo_cdc_sink_dead_lettered_total",
-        "counter",
-        "Events a sink refused for good (see `odoo-cdc dlq list`).",
-        &|s| s.dead.load(Ordering::Relaxed),
-    );
     let writeback = shared.writeback.lock().ok().and_then(|g| g.clone());
     if let Some((r, i)) = writeback {
-        family(
-            o,
-            "odoo_cdc_webhooks_total",
-            "counter",
-            "Shopify webhooks by result.",
-        );
         for (result, n) in [
             ("accepted", &r.accepted),
             ("duplicate", &r.duplicates),
             ("unauthorized", &r.unauthorized),
             ("malformed", &r.malformed),
         ] {
-            let _ = writeln!(
-                o,
-                "odoo_cdc_webhooks_total{{result=\"{result}\"}} {}",
-                n.load(Ordering::Relaxed)
+            counter(
+                "odoo_cdc_webhooks_total",
+                &[("result", result)],
+                n.load(Ordering::Relaxed),
             );
         }
-        family(
-            o,
-            "odoo_cdc_webhook_responses_total",
-            "counter",
-            "Every answer of the webhook receiver, by HTTP status (413 and 503 included).",
-        );
         for (status, n) in r.answers() {
-            let _ = writeln!(
-                o,
-                "odoo_cdc_webhook_responses_total{{status=\"{status}\"}} {n}"
+            counter(
+                "odoo_cdc_webhook_responses_total",
+                &[("status", &status.to_string())],
+                n,
             );
         }
-        family(
-            o,
-            "odoo_cdc_webhook_answer_seconds",
-            "histogram",
-            "Time to commit an accepted webhook and answer 200.",
-        );
-        r.latency
-            .render("odoo_cdc_webhook_answer_seconds", "source=\"shopify\"", o);
-        family(
-            o,
-            "odoo_cdc_inbox_total",
-            "counter",
-            "Inbox rows by what applying them came to.",
-        );
         for (result, n) in [
             ("applied", &i.applied),
             ("refused", &i.refused),
             ("dead", &i.dead),
             ("retried", &i.retries),
         ] {
-            let _ = writeln!(
-                o,
-                "odoo_cdc_inbox_total{{result=\"{result}\"}} {}",
-                n.load(Ordering::Relaxed)
+            counter(
+                "odoo_cdc_inbox_total",
+                &[("result", result)],
+                n.load(Ordering::Relaxed),
             );
         }
-        single(
-            o,
+        counter(
             "odoo_cdc_writeback_rounding_lines_total",
-            "counter",
-            "Rounding lines added so an Odoo total equals Shopify's to the cent.",
+            &[],
             i.writeback.rounding_lines.load(Ordering::Relaxed),
         );
-        single(
-            o,
+        counter(
             "odoo_cdc_writeback_total_mismatches_total",
-            "counter",
-            "Orders and credit notes whose Odoo total still differs from Shopify's (see the audit trail).",
+            &[],
             i.writeback.total_mismatches.load(Ordering::Relaxed),
         );
-        family(
-            o,
-            "odoo_cdc_inbox_apply_seconds",
-            "histogram",
-            "From a webhook's receipt to its effect in Odoo.",
-        );
-        i.latency
-            .render("odoo_cdc_inbox_apply_seconds", "target=\"odoo\"", o);
     }
-    out
+    m.render()
 }
 
 /// One readiness check: whether it passes and what it found (a failure makes `ready` false).

@@ -9,12 +9,21 @@ pub const BOUNDS: &[f64] = &[
     30.0, 60.0,
 ];
 
-/// Counts per bucket (the last one is +Inf), sum and count.
-#[derive(Debug)]
+/// Counts per bucket (the last one is +Inf), sum and count, for quantiles read in process (the
+/// demo's summary); every observation also goes to the exported histogram, when there is one.
 pub struct Histogram {
     buckets: Vec<AtomicU64>,
     sum_us: AtomicU64,
     count: AtomicU64,
+    exported: Option<metrics::Histogram>,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .finish()
+    }
 }
 
 impl Default for Histogram {
@@ -23,11 +32,20 @@ impl Default for Histogram {
             buckets: (0..=BOUNDS.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_us: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            exported: None,
         }
     }
 }
 
 impl Histogram {
+    /// A histogram whose observations also go to `exported` (rendered on `/metrics`).
+    pub fn exported_to(exported: metrics::Histogram) -> Self {
+        Self {
+            exported: Some(exported),
+            ..Self::default()
+        }
+    }
+
     /// Records one observation in seconds.
     pub fn observe(&self, secs: f64) {
         let i = BOUNDS
@@ -38,6 +56,9 @@ impl Histogram {
         self.sum_us
             .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = &self.exported {
+            e.record(secs);
+        }
     }
 
     /// Number of observations.
@@ -64,25 +85,6 @@ impl Histogram {
         }
         BOUNDS[BOUNDS.len() - 1] * 2.0
     }
-
-    /// Prometheus text lines for a metric with labels (e.g. `sink="wms"`).
-    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
-        use std::fmt::Write;
-        let mut cumulative = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cumulative += b.load(Ordering::Relaxed);
-            let le = BOUNDS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
-    }
 }
 
 #[cfg(test)]
@@ -91,7 +93,8 @@ mod tests {
 
     #[test]
     fn buckets_quantiles_and_rendering() {
-        let h = Histogram::default();
+        let metrics = crate::runtime::stats::Metrics::default();
+        let h = Histogram::exported_to(metrics.histogram("lat", &[("sink", "wms")]));
         for _ in 0..98 {
             h.observe(0.004);
         }
@@ -101,8 +104,8 @@ mod tests {
         assert_eq!(h.quantile(0.5), 0.005);
         assert_eq!(h.quantile(0.99), 0.3);
         assert_eq!(h.quantile(1.0), 120.0);
-        let mut out = String::new();
-        h.render("lat", "sink=\"wms\"", &mut out);
+        metrics.upkeep();
+        let out = metrics.render();
         assert!(out.contains("lat_bucket{sink=\"wms\",le=\"0.005\"} 98"));
         assert!(out.contains("lat_bucket{sink=\"wms\",le=\"+Inf\"} 100"));
         assert!(out.contains("lat_count{sink=\"wms\"} 100"));

@@ -92,6 +92,16 @@ pub async fn run_on(
             shared.stopping.store(true, Ordering::SeqCst);
         });
     }
+    {
+        // Histogram observations are buffered until folded in: every few seconds.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while !shared.stopping.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                shared.metrics.upkeep();
+            }
+        });
+    }
     let mut transformer = Transformer::new(opts.odoo_version);
     let mut start = Lsn::ZERO;
     if let Some(loaded) = opts.snapshot {

@@ -47,6 +47,8 @@ impl TableEpochs {
 pub struct Shared {
     /// The oversell guard's feed from the webhook side.
     pub guard: Arc<GuardChannel>,
+    /// The metrics registry `/metrics` renders.
+    pub metrics: Arc<super::stats::Metrics>,
     /// Change epochs of the published tables (the write-back's caches follow them).
     pub epochs: Arc<TableEpochs>,
     /// Per-sink counters, by name.

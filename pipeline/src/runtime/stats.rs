@@ -43,6 +43,16 @@ pub struct SinkStats {
 }
 
 impl SinkStats {
+    /// Counters of sink `name` whose latency is exported to `metrics`.
+    pub fn new(metrics: &Metrics, name: &str) -> Self {
+        Self {
+            latency: Histogram::exported_to(
+                metrics.histogram("odoo_cdc_sink_latency_seconds", &[("sink", name)]),
+            ),
+            ..Self::default()
+        }
+    }
+
     /// Marks the sink failing (from now, unless it already is).
     pub fn failing(&self, e: &SinkError) {
         let now = unix_us() as u64 / 1_000_000;
@@ -104,6 +114,16 @@ pub struct ReceiverStats {
 }
 
 impl ReceiverStats {
+    /// Counters whose answer time is exported to `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            latency: Histogram::exported_to(
+                metrics.histogram("odoo_cdc_webhook_answer_seconds", &[("source", "shopify")]),
+            ),
+            ..Self::default()
+        }
+    }
+
     /// Answers so far, by status.
     pub fn answers(&self) -> Vec<(u16, u64)> {
         self.answers
@@ -130,6 +150,18 @@ pub struct InboxStats {
     pub writeback: Arc<WritebackStats>,
 }
 
+impl InboxStats {
+    /// Counters whose apply time is exported to `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            latency: Histogram::exported_to(
+                metrics.histogram("odoo_cdc_inbox_apply_seconds", &[("target", "odoo")]),
+            ),
+            ..Self::default()
+        }
+    }
+}
+
 /// Counters of money that did not come out to the cent.
 #[derive(Debug, Default)]
 pub struct WritebackStats {
@@ -137,4 +169,93 @@ pub struct WritebackStats {
     pub rounding_lines: AtomicU64,
     /// Orders and credit notes whose Odoo total still differs from Shopify's after rounding.
     pub total_mismatches: AtomicU64,
+}
+
+/// The Prometheus registry of one pipeline, behind the `metrics` facade. Not a global
+/// recorder: every [`super::Shared`] has its own, so pipelines (and tests) in one process never
+/// mix their series. `/metrics` renders it.
+pub struct Metrics {
+    recorder: metrics_exporter_prometheus::PrometheusRecorder,
+}
+
+/// The kind of a metric family.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in [`super::histogram::BOUNDS`] buckets.
+    Histogram,
+}
+
+const META: metrics::Metadata<'static> =
+    metrics::Metadata::new("odoo_cdc", metrics::Level::INFO, None);
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Key {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.to_string()))
+        .collect();
+    metrics::Key::from_parts(name, labels)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+        // BOUNDS is not empty, so this cannot fail; without it histograms would be summaries.
+        let builder = match builder.set_buckets(super::histogram::BOUNDS) {
+            Ok(b) => b,
+            Err(_) => metrics_exporter_prometheus::PrometheusBuilder::new(),
+        };
+        Self {
+            recorder: builder.build_recorder(),
+        }
+    }
+}
+
+impl Metrics {
+    /// The counter `name{labels}`.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Counter {
+        use metrics::Recorder;
+        self.recorder.register_counter(&key(name, labels), &META)
+    }
+
+    /// The gauge `name{labels}`.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Gauge {
+        use metrics::Recorder;
+        self.recorder.register_gauge(&key(name, labels), &META)
+    }
+
+    /// The histogram `name{labels}`.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> metrics::Histogram {
+        use metrics::Recorder;
+        self.recorder.register_histogram(&key(name, labels), &META)
+    }
+
+    /// Describes a family: its HELP line.
+    pub fn describe(&self, name: &'static str, kind: Kind, help: &'static str) {
+        use metrics::Recorder;
+        let (name, help) = (metrics::KeyName::from_const_str(name), help.into());
+        match kind {
+            Kind::Counter => self.recorder.describe_counter(name, None, help),
+            Kind::Gauge => self.recorder.describe_gauge(name, None, help),
+            Kind::Histogram => self.recorder.describe_histogram(name, None, help),
+        }
+    }
+
+    /// The Prometheus text format of everything registered.
+    pub fn render(&self) -> String {
+        self.recorder.handle().render()
+    }
+
+    /// Folds recorded observations into the histograms (call every few seconds: they are
+    /// buffered until then).
+    pub fn upkeep(&self) {
+        self.recorder.handle().run_upkeep();
+    }
 }

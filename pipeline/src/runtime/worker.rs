@@ -373,8 +373,8 @@ pub fn spawn_workers(
 ) -> Channel {
     let mut channel = Channel::new();
     for sink in sinks {
-        let stats = Arc::new(SinkStats::default());
         let name = sink.name();
+        let stats = Arc::new(SinkStats::new(&shared.metrics, name));
         let queue = channel.queue(
             sink.wants(),
             capacity,
