@@ -84,7 +84,7 @@ pub struct ShopifySink {
     cfg: ShopifyConfig,
     /// The API client (public for its counters).
     pub client: ShopifyClient,
-    items: HashMap<String, String>,
+    items: ItemIds,
     last_known: HashMap<LevelKey, i64>,
     sellable: BTreeMap<(String, String), Decimal>,
     /// The oversell guard.
@@ -102,13 +102,49 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
+/// Shopify inventory item ids by SKU: the configured `sku_map`, then what searches found
+/// (bounded, forgotten after an hour, so an item recreated in Shopify is found again).
+struct ItemIds {
+    configured: HashMap<String, String>,
+    resolved: moka::sync::Cache<String, String>,
+}
+
+impl ItemIds {
+    fn new(configured: HashMap<String, String>) -> Self {
+        Self {
+            configured,
+            resolved: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    fn get(&self, sku: &str) -> Option<String> {
+        self.configured
+            .get(sku)
+            .cloned()
+            .or_else(|| self.resolved.get(sku))
+    }
+
+    fn contains_key(&self, sku: &str) -> bool {
+        self.configured.contains_key(sku) || self.resolved.contains_key(sku)
+    }
+
+    fn insert_if_absent(&self, sku: &str, id: &str) {
+        if !self.contains_key(sku) {
+            self.resolved.insert(sku.to_string(), id.to_string());
+        }
+    }
+}
+
 const SET: &str = "mutation Set($input: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $input) @idempotent(key: \"KEY\") { inventoryAdjustmentGroup { id } userErrors { code field message } } }";
 
 impl ShopifySink {
     /// A sink.
     pub fn new(cfg: ShopifyConfig) -> Result<Self, SinkError> {
         let client = ShopifyClient::new(cfg.clone())?;
-        let items = cfg.sku_map.clone().into_iter().collect();
+        let items = ItemIds::new(cfg.sku_map.clone().into_iter().collect());
         Ok(Self {
             cfg,
             client,
@@ -186,7 +222,7 @@ impl ShopifySink {
             return Ok(None);
         };
         self.resolve_items(&[sku.to_string()]).await?;
-        let Some(item) = self.items.get(sku).cloned() else {
+        let Some(item) = self.items.get(sku) else {
             return Ok(None);
         };
         let key = (item, loc);
@@ -220,7 +256,7 @@ impl ShopifySink {
     async fn resolve_items(&mut self, skus: &[String]) -> Result<(), SinkError> {
         let missing: Vec<String> = skus
             .iter()
-            .filter(|s| !self.items.contains_key(*s))
+            .filter(|s| !self.items.contains_key(s))
             .cloned()
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -249,9 +285,7 @@ impl ShopifySink {
             {
                 if let (Some(id), Some(sku)) = (node["id"].as_str(), node["sku"].as_str()) {
                     if chunk.iter().any(|c| c == sku) {
-                        self.items
-                            .entry(sku.to_string())
-                            .or_insert_with(|| id.to_string());
+                        self.items.insert_if_absent(sku, id);
                     }
                 }
             }
@@ -260,7 +294,7 @@ impl ShopifySink {
         // answer): one lookup each, 20 to a call.
         let left: Vec<&String> = missing
             .iter()
-            .filter(|s| !self.items.contains_key(*s))
+            .filter(|s| !self.items.contains_key(s))
             .collect();
         let per_query = self.client.items_per_query(2.0, 3.0, 20);
         for chunk in left.chunks(per_query) {
@@ -281,7 +315,7 @@ impl ShopifySink {
                 .await?;
             for (i, sku) in chunk.iter().enumerate() {
                 if let Some(id) = data[format!("s{i}")]["nodes"][0]["id"].as_str() {
-                    self.items.insert((*sku).clone(), id.to_string());
+                    self.items.insert_if_absent(sku, id);
                 }
             }
         }
