@@ -47,9 +47,7 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
 /// are recorded there as they are observed), which renders them with their HELP lines.
 pub fn render(shared: &Shared) -> String {
     let m = &shared.metrics;
-    for (name, kind, help) in FAMILIES {
-        m.describe(name, *kind, help);
-    }
+    m.describe(FAMILIES);
     let gauge = |name: &'static str, labels: &[(&'static str, &str)], v: f64| {
         m.gauge(name, labels).set(v);
     };

@@ -176,6 +176,7 @@ pub struct WritebackStats {
 /// mix their series. `/metrics` renders it.
 pub struct Metrics {
     recorder: metrics_exporter_prometheus::PrometheusRecorder,
+    described: std::sync::Once,
 }
 
 /// The kind of a metric family.
@@ -210,6 +211,7 @@ impl Default for Metrics {
         };
         Self {
             recorder: builder.build_recorder(),
+            described: std::sync::Once::new(),
         }
     }
 }
@@ -237,15 +239,19 @@ impl Metrics {
         self.recorder.register_histogram(&key(name, labels), &META)
     }
 
-    /// Describes a family: its HELP line.
-    pub fn describe(&self, name: &'static str, kind: Kind, help: &'static str) {
+    /// Describes every family (its HELP line), once per registry.
+    pub fn describe(&self, families: &[(&'static str, Kind, &'static str)]) {
         use metrics::Recorder;
-        let (name, help) = (metrics::KeyName::from_const_str(name), help.into());
-        match kind {
-            Kind::Counter => self.recorder.describe_counter(name, None, help),
-            Kind::Gauge => self.recorder.describe_gauge(name, None, help),
-            Kind::Histogram => self.recorder.describe_histogram(name, None, help),
-        }
+        self.described.call_once(|| {
+            for (name, kind, help) in families {
+                let (name, help) = (metrics::KeyName::from_const_str(name), (*help).into());
+                match kind {
+                    Kind::Counter => self.recorder.describe_counter(name, None, help),
+                    Kind::Gauge => self.recorder.describe_gauge(name, None, help),
+                    Kind::Histogram => self.recorder.describe_histogram(name, None, help),
+                }
+            }
+        });
     }
 
     /// The Prometheus text format of everything registered.

@@ -38,11 +38,18 @@ fn record(stats: &SinkStats, s: &Sourced, read: Instant) {
 
 /// Dead-letters an event: kept in the state database before the commit marker behind it is
 /// published, so the slot never moves past an event that is neither delivered nor parked.
-async fn dead(shared: &Shared, stats: &SinkStats, sink: &'static str, s: &Sourced, reason: String) {
+async fn dead(
+    shared: &Shared,
+    stats: &SinkStats,
+    sink: &'static str,
+    key: String,
+    s: &Sourced,
+    reason: String,
+) {
     stats.dead.fetch_add(1, Ordering::Relaxed);
     let d = DeadLetter {
         sink,
-        key: s.event.key(),
+        key,
         reason,
         source_lsn: Lsn(s.source_commit_lsn).to_string(),
         event: s.event.clone(),
@@ -97,7 +104,9 @@ impl Worker {
         };
         for s in events {
             let mut backoff = Backoff::default();
-            while let Err(e) = crate::state::park(&state, self.name, s).await {
+            while let Err(e) =
+                crate::state::park(&state, self.name, &self.sink.key(&s.event), s).await
+            {
                 tracing::warn!(error = %e, "cannot park an event; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -131,7 +140,8 @@ impl Worker {
                     }
                     Outcome::Dead(reason) => {
                         progressed = true;
-                        dead(&self.shared, &self.stats, self.name, &s, reason).await;
+                        let key = self.sink.key(&s.event);
+                        dead(&self.shared, &self.stats, self.name, key, &s, reason).await;
                     }
                     Outcome::Retry(e) => {
                         if error.is_none() {
@@ -197,7 +207,8 @@ impl Worker {
                 match o {
                     Outcome::Done => record(&self.stats, s, Instant::now()),
                     Outcome::Dead(reason) => {
-                        dead(&self.shared, &self.stats, self.name, s, reason).await
+                        let key = self.sink.key(&s.event);
+                        dead(&self.shared, &self.stats, self.name, key, s, reason).await
                     }
                     Outcome::Retry(e) => {
                         self.stats.failing(

@@ -310,15 +310,20 @@ pub async fn dead_letter(db: &StateDb, d: &DeadLetter) -> Result<bool, StateErro
     Ok(row.get::<_, i32>(0) == 1)
 }
 
-/// Parks an event in the outbox.
-pub async fn park(db: &StateDb, sink: &str, s: &transforms::Sourced) -> Result<(), StateError> {
+/// Parks an event in the outbox under its sink's ordering key.
+pub async fn park(
+    db: &StateDb,
+    sink: &str,
+    key: &str,
+    s: &transforms::Sourced,
+) -> Result<(), StateError> {
     let event = serde_json::to_value(&s.event).unwrap_or(serde_json::Value::Null);
     let lsn = i64::try_from(s.source_commit_lsn).unwrap_or(i64::MAX);
     db.client()
         .await?
         .execute(
             "INSERT INTO odoo_cdc.outbox (sink, key, source_lsn, event, committed_us) VALUES ($1, $2, $3, $4, $5)",
-            &[&sink, &s.event.key(), &lsn, &event, &s.committed_us],
+            &[&sink, &key, &lsn, &event, &s.committed_us],
         )
         .await?;
     Ok(())

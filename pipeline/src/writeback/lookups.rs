@@ -94,17 +94,16 @@ impl Lookups {
         Some(id)
     }
 
-    /// Remembers what a search found. The epoch is read before the caller asked Odoo would be
-    /// exact; read after, a change that raced the search is caught by the next one.
+    /// Remembers what a search found, with the table's epoch taken (by [`Lookups::epoch_of`])
+    /// before the search: a change that raced the search makes the entry a miss at once.
     pub async fn put_id(&self, model: &'static str, key: &str, id: i64, epoch: u64) {
         if self.enabled && Self::table(model).is_some() {
             self.ids.insert((model, key.to_string()), (id, epoch)).await;
         }
     }
 
-    /// The epoch of `model`'s table now: take it before asking Odoo, give it to [`put_id`].
-    ///
-    /// [`put_id`]: Lookups::put_id
+    /// The epoch of `model`'s table now: take it before asking Odoo, give it to
+    /// [`Lookups::put_id`].
     pub fn epoch_of(&self, model: &str) -> u64 {
         Self::table(model).map_or(0, |t| self.epoch(t))
     }

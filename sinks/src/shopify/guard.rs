@@ -145,11 +145,6 @@ impl GuardedShopify {
         }
     }
 
-    /// The inner sink.
-    pub fn inner(&self) -> &ShopifySink {
-        &self.sink
-    }
-
     /// Applies a note.
     async fn apply(&mut self, note: GuardNote) {
         match note {
@@ -349,13 +344,7 @@ impl Sink for GuardedShopify {
             if let Some(note) = self.note.take() {
                 self.apply(note).await;
                 self.untaken += 1;
-                return if self.release(seen).await {
-                    Turn::Wrote
-                } else {
-                    Turn::Idle
-                };
-            }
-            if self.recheck_wait() == Some(Duration::ZERO) {
+            } else if self.recheck_wait() == Some(Duration::ZERO) {
                 self.write_rechecks().await;
                 return Turn::Wrote;
             }

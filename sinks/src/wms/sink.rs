@@ -79,7 +79,7 @@ impl crate::sink::Sink for WmsSink {
         Box::pin(crate::sink::per_key(
             batch,
             partitions,
-            RetailEvent::key,
+            |e| crate::sink::Sink::key(sink, e),
             move |s| async move { sink.deliver(&s.event).await.map(|_| ()) },
         ))
     }
