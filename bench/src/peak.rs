@@ -45,6 +45,7 @@ pub fn run(
             accounting_limits: true,
             max_hold_secs: None,
             hot_safety_stock,
+            shipments: Some(Duration::from_secs(5)),
         },
     )?;
     let pid = rig.start_cdc()?;
@@ -252,6 +253,29 @@ pub fn run(
         )
         .map_or_else(|| "-".to_string(), |v| format!("{:.0}", v * 1000.0))
     };
+    // Shipments: the WMS ships 5 s after an order (a fifth in two parcels) and says so by
+    // webhook; each validated delivery of a Shopify order becomes a Shopify fulfillment.
+    let series = |name: &str, labels: &[&str]| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(name) && labels.iter().all(|l| k.contains(l)))
+            .map(|(k, v)| v - m0.get(k).copied().unwrap_or(0.0))
+            .sum::<f64>()
+            .max(0.0)
+            + 0.0
+    };
+    let parcels = series(
+        "odoo_cdc_inbox_topic_total{",
+        &["topic=\"shipment/created\"", "result=\"applied\""],
+    );
+    let dead_parcels = series(
+        "odoo_cdc_inbox_topic_total{",
+        &["topic=\"shipment/created\"", "result=\"dead\""],
+    );
+    let fulfilled = series("odoo_cdc_fulfillments_total{", &["result=\"created\""]);
+    let ship_pct = |q: f64| {
+        hist_quantile(&m, &m0, "odoo_cdc_shipment_to_fulfillment_seconds", "", q)
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.2} s"))
+    };
     let cmd = format!("cargo run --release -p bench -- peak --minutes {minutes} --base-rate {base_rate} --shopify-restore-rate {restore_rate} --shopify-write-interval-ms {write_interval_ms} --hot-safety-stock {hot_safety_stock}");
     println!("## peak: {minutes} minutes of the peak-season profile in real time (ramp to 10x, flash sales), with storefront sales written back\n");
     println!(
@@ -315,6 +339,14 @@ pub fn run(
     println!("| THROTTLED answers | {} |", delta("throttled"));
     println!("| oversell incidents (Shopify orders Odoo could not reserve) | {oversell} |");
     println!(
+        "| warehouse parcels applied to Odoo / dead-lettered / Shopify fulfillments created | {parcels:.0} / {dead_parcels:.0} / {fulfilled:.0} |"
+    );
+    println!(
+        "| shipment webhook to Shopify fulfillment p50 / p99 | {} / {} |",
+        ship_pct(0.5),
+        ship_pct(0.99)
+    );
+    println!(
         "| odoo-cdc CPU per 1,000 row changes | {:.3} s ({cpu:.1} s in all) |",
         cpu * 1000.0 / changes.max(1) as f64
     );
@@ -345,6 +377,8 @@ pub fn run(
         "convergence_secs": converged,
         "shopify": {"calls": calls, "cost_points": points, "quantities_written": quantities, "stock_events": stock_events, "min_points": min_points, "writes": set_requests.len(), "min_writes_within_500ms": min_calls_500ms, "odoo_level_changes": level_changes.len(), "write_interval_ms": write_interval_ms, "hot_safety_stock": hot_safety_stock, "stale_rereads": stale_reads, "deliveries_by_cause": causes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(), "throttled": delta("throttled")},
         "oversell_incidents": oversell,
+        "shipments": {"parcels_applied": parcels, "dead_lettered": dead_parcels, "fulfillments": fulfilled,
+                      "to_fulfillment_p50": ship_pct(0.5), "to_fulfillment_p99": ship_pct(0.99)},
         "oversold_orders": oversold.iter().map(|(o, s)| json!({"order": o, "skus": s})).collect::<Vec<_>>(),
         "cpu_secs": cpu,
         "peak_rss_kib": rss_kib,

@@ -44,7 +44,11 @@ pub fn delta(m: &Metrics, m0: &Metrics, key: &str) -> f64 {
 /// A quantile (upper bucket bound) from a Prometheus histogram, counting only what was
 /// observed between the scrapes `m0` and `m`.
 pub fn hist_quantile(m: &Metrics, m0: &Metrics, name: &str, label: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{{label},le=\"");
+    let prefix = if label.is_empty() {
+        format!("{name}_bucket{{le=\"")
+    } else {
+        format!("{name}_bucket{{{label},le=\"")
+    };
     let mut buckets: Vec<(f64, f64)> = m
         .iter()
         .map(|(k, v)| (k, v - m0.get(k).copied().unwrap_or(0.0)))
@@ -184,6 +188,9 @@ pub struct RigOptions {
     pub max_hold_secs: Option<u64>,
     /// Safety stock of the first five products (the workload's hot SKUs).
     pub hot_safety_stock: i64,
+    /// The WMS ships what it is asked for (after `ship_delay`, a fifth in two parcels) and
+    /// tells odoo-cdc by webhook; Shopify orders' deliveries become Shopify fulfillments.
+    pub shipments: Option<Duration>,
 }
 
 /// The running rig. Needs the Tokio runtime it was started with to be entered.
@@ -265,9 +272,20 @@ impl Rig {
             item_of.insert(p.sku.clone(), shopify.add_item(&p.sku, &[(1, 0), (2, 0)]));
         }
         let wms = rt.block_on(WmsEmulator::start(
-            WmsCfg {
-                ship_delay: Duration::from_secs(3600),
-                ..WmsCfg::default()
+            match opts.shipments {
+                Some(delay) => WmsCfg {
+                    ship_delay: delay,
+                    webhook_url: Some(format!("http://127.0.0.1:{hook_port}/webhooks/wms")),
+                    split_rate: 0.2,
+                    duplicate_rate: 0.05,
+                    webhook_jitter: Duration::from_millis(500),
+                    webhook_backoff: Duration::from_secs(1),
+                    ..WmsCfg::default()
+                },
+                None => WmsCfg {
+                    ship_delay: Duration::from_secs(3600),
+                    ..WmsCfg::default()
+                },
             },
             0,
         ))?;
@@ -319,8 +337,13 @@ impl Rig {
         let webhooks = if opts.webhooks {
             format!(
                 "[odoo]\nurl = \"{}\"\ndatabase = \"{odb}\"\nlogin = \"{login}\"\n\n\
-                 [webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\nshop_domain = \"odoo-cdc-demo.myshopify.com\"\n\n",
-                odoo_rpc.url()
+                 [webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\nshop_domain = \"odoo-cdc-demo.myshopify.com\"\n\n{}",
+                odoo_rpc.url(),
+                if opts.shipments.is_some() {
+                    "[wms]\nbackorder = \"create\"\n\n"
+                } else {
+                    ""
+                }
             )
         } else {
             String::new()
@@ -336,7 +359,7 @@ impl Rig {
             &config,
             format!(
                 "[source]\nurl = \"{}\"\n\n[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{webhooks}\
-                 [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {} }}\nwrite_interval_ms = {}\n{safety}\n\
+                 [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {} }}\nwrite_interval_ms = {}\n{safety}{}\n\
                  [sinks.wms]\nbase_url = \"{}\"\n\n\
                  [sinks.accounting]\nbase_url = \"{}\"\nrealm_id = \"{}\"\nclient_id = \"{}\"\n{mode}\
                  account_map = {{ \"121000\" = \"84\", \"400000\" = \"79\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n",
@@ -346,6 +369,11 @@ impl Rig {
                 shopify.graphql_url(),
                 locations.join(", "),
                 opts.write_interval_ms,
+                if opts.shipments.is_some() && opts.webhooks {
+                    "fulfillments = true\n"
+                } else {
+                    ""
+                },
                 wms.url(),
                 accounting.url(),
                 acct_cfg.realm_id,
@@ -365,6 +393,10 @@ impl Rig {
                 "shpat_emulator".to_string(),
             ),
             ("ODOO_CDC_WMS_API_KEY", "wms-key".to_string()),
+            (
+                "ODOO_CDC_WMS_WEBHOOK_SECRET",
+                WmsCfg::default().webhook_secret,
+            ),
             (
                 "ODOO_CDC_ACCOUNTING_CLIENT_SECRET",
                 acct_cfg.client_secret.clone(),

@@ -107,6 +107,7 @@ fn limit(
             accounting_limits: true,
             max_hold_secs: Some(MAX_HOLD_SECS),
             hot_safety_stock: 0,
+            shipments: None,
         },
     )?;
     let pid = rig.start_cdc()?;
@@ -319,6 +320,7 @@ fn capacity(rt: &tokio::runtime::Runtime, backlog_secs: u64) -> Result<serde_jso
             accounting_limits: false,
             max_hold_secs: None,
             hot_safety_stock: 0,
+            shipments: None,
         },
     )?;
     rig.start_cdc()?;

@@ -80,6 +80,7 @@ pub fn run(count: usize, concurrency: usize, cache_ttl_secs: u64) -> Result<()> 
                 variant_map: Default::default(),
                 cache_ttl_secs,
             },
+            None,
             &source,
             &shared,
             stop.clone(),

@@ -14,6 +14,7 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         ("ODOO_CDC_ODOO_API_KEY", "odoo-key"),
         ("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", "hush"),
         ("ODOO_CDC_ACCOUNTING_CLIENT_SECRET", "s"),
+        ("ODOO_CDC_WMS_WEBHOOK_SECRET", "wms-hush"),
     ];
     let ok = odoo_cdc_env(&["check-config", "--config", example], &secrets);
     assert!(
@@ -21,7 +22,9 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("sinks: shopify, wms, accounting"));
+    assert!(String::from_utf8_lossy(&ok.stdout)
+        .contains("sinks: shopify, wms, accounting, shopify_fulfillment"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("(Shopify's and the warehouse's)"));
     assert!(String::from_utf8_lossy(&ok.stdout)
         .contains("webhooks on 0.0.0.0:8443 written back to https://erp.example.com over jsonrpc"));
 
@@ -34,9 +37,25 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("webhooks.secret"));
 
-    let missing = odoo_cdc_env(&["check-config", "--config", example], &secrets[..4]);
+    let without = |name: &str| -> Vec<(&str, &str)> {
+        secrets
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != name)
+            .collect()
+    };
+    let missing = odoo_cdc_env(
+        &["check-config", "--config", example],
+        &without("ODOO_CDC_ACCOUNTING_CLIENT_SECRET"),
+    );
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("sinks.accounting.client_secret"));
+    let missing = odoo_cdc_env(
+        &["check-config", "--config", example],
+        &without("ODOO_CDC_WMS_WEBHOOK_SECRET"),
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("wms.secret"));
 
     let dir = scratch_dir();
     let bad = dir.join("bad.toml");

@@ -595,3 +595,166 @@ async fn fixtures_serve_shopify_takes_a_catalogue() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The WMS ships in parcels: each is a `shipment/created` with its `sequence`, `final` and
+/// tracking; an order shipped in part cannot be amended (409) and cancelling it cancels only
+/// the rest; a redelivery keeps the event id; receipts and counts are signed webhooks too.
+#[tokio::test]
+async fn wms_ships_in_parcels_and_sends_receipts_and_counts() {
+    let secret = "wms-secret";
+    let received = Arc::new(Mutex::new(Vec::<(String, String, Value, bool)>::new()));
+    let app = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/hooks/wms",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let received = received.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let signed = signing::verify(
+                        secret.as_bytes(),
+                        body.as_bytes(),
+                        &h("x-wms-hmac-sha256"),
+                    );
+                    received.lock().unwrap().push((
+                        h("x-wms-topic"),
+                        h("x-wms-event-id"),
+                        serde_json::from_str(&body).unwrap_or(Value::Null),
+                        signed,
+                    ));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let receiver = fixtures::emulator::Server::start(app, 0).await.unwrap();
+    let cfg = WmsConfig {
+        webhook_url: Some(format!("{}/hooks/wms", receiver.url())),
+        webhook_secret: secret.into(),
+        ship_delay: Duration::from_secs(36_000),
+        ..WmsConfig::default()
+    };
+    let emu = WmsEmulator::start(cfg.clone(), 0).await.unwrap();
+    let http = reqwest::Client::new();
+    let orders = format!("{}/v1/fulfillment_orders", emu.url());
+    let r = http
+        .post(&orders)
+        .bearer_auth(&cfg.api_key)
+        .json(&json!({"reference": "WH/OUT/00001", "lines": [{"sku": "A", "quantity": 3}], "ship_to": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ship = |body: Value| {
+        let http = http.clone();
+        let url = format!(
+            "{}/_emulator/fulfillment_orders/WH%2FOUT%2F00001/ship",
+            emu.url()
+        );
+        async move { http.post(url).json(&body).send().await.unwrap() }
+    };
+    let first: Value =
+        ship(json!({"lines": [{"sku": "A", "quantity": 2}], "tracking_number": "T1"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        (first["sequence"].as_u64(), first["final"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(emu.orders()["WH/OUT/00001"].status, "partially_shipped");
+    assert_eq!(emu.orders()["WH/OUT/00001"].lines[0].shipped_quantity, 2);
+    // More than is left: refused.
+    assert_eq!(
+        ship(json!({"lines": [{"sku": "A", "quantity": 2}]}))
+            .await
+            .status(),
+        422
+    );
+    // Shipped in part: no amendment.
+    let r = http
+        .put(format!("{orders}/WH%2FOUT%2F00001"))
+        .bearer_auth(&cfg.api_key)
+        .json(&json!({"lines": [{"sku": "A", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // Cancelling it cancels the rest; the shipped parcel stays.
+    let r = http
+        .post(format!("{orders}/WH%2FOUT%2F00001/cancel"))
+        .bearer_auth(&cfg.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ship(json!({})).await.status(), 409);
+    let o = &emu.orders()["WH/OUT/00001"];
+    assert_eq!((o.status.as_str(), o.shipments.len()), ("cancelled", 1));
+    // A receipt and a count.
+    let r = http
+        .post(format!("{}/_emulator/receipts", emu.url()))
+        .json(&json!({"reference": "WH/IN/00001", "lines": [{"sku": "A", "quantity": 5}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{}/_emulator/inventory", emu.url()))
+        .json(&json!({"topic": "inventory/snapshot", "lines": [{"sku": "A", "on_hand": 7}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bad = http
+        .post(format!("{}/_emulator/inventory", emu.url()))
+        .json(&json!({"topic": "inventory/guess", "lines": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    for _ in 0..100 {
+        if received.lock().unwrap().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    assert!(
+        got.iter().all(|g| g.3),
+        "every webhook signed with the secret"
+    );
+    let topics: Vec<&str> = got.iter().map(|(t, _, _, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        vec!["shipment/created", "receipt/received", "inventory/snapshot"]
+    );
+    let (_, event, body, _) = &got[0];
+    assert_eq!(body["event_id"], event.as_str());
+    assert_eq!(body["tracking_number"], "T1");
+    assert_eq!(body["lines"][0], json!({"sku": "A", "shipped_quantity": 2}));
+    assert_eq!(
+        got[1].2["lines"][0],
+        json!({"sku": "A", "received_quantity": 5})
+    );
+    assert_eq!(got[2].2["lines"][0], json!({"sku": "A", "on_hand": 7}));
+    // A redelivery is the same event.
+    let r = http
+        .post(format!("{}/_emulator/events/{event}/redeliver", emu.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let again = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (again.1.as_str(), again.2.clone()),
+        (event.as_str(), body.clone())
+    );
+}

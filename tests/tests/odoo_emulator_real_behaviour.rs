@@ -540,3 +540,287 @@ async fn the_emulator_answers_as_a_real_odoo_18_does() {
         Value::Null
     );
 }
+
+/// What a warehouse shipment does through the API, as measured on the real server (the
+/// probes behind `pipeline/docs/odoo-18-real-behaviour.md`):
+/// - `stock.picking.carrier_tracking_ref` exists only with the stock_delivery module: without
+///   it a write is `ValueError: Invalid field 'carrier_tracking_ref' on model 'stock.picking'`,
+///   and `fields_get` does not list it;
+/// - writing `stock.move.quantity` below the reservation (with `picked`) makes the move
+///   `partially_available` and leaves the picking `assigned`; `button_validate` answers the
+///   backorder wizard, and `process` validates what was picked and backorders the rest;
+/// - `process_cancel_backorder` does not split the move: it is `done` with its demand kept and
+///   its quantity what was done; the sale line delivered that much;
+/// - a quantity above the demand is validated as it is (over-delivery);
+/// - `button_validate` on a done picking answers `true` and changes nothing;
+/// - `stock.quant.write({"inventory_quantity"})` + `action_apply_inventory` (None) sets the
+///   quantity on hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipments_and_counts_through_the_api_behave_as_on_a_real_odoo_18() {
+    let db = Db::start();
+    let c = db.cluster.superuser_client("odoo").await.unwrap();
+    let info = odoo::create(
+        &c,
+        &SeedConfig {
+            products: 2,
+            customers: 1,
+            ..SeedConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stock = info.warehouses[0].stock_location_id;
+    let p0 = info.products[0].id as i64;
+    c.batch_execute(&format!(
+        "UPDATE stock_quant SET quantity = 50, reserved_quantity = 0 WHERE product_id = {p0} AND location_id = {stock}"
+    ))
+    .await
+    .unwrap();
+    let emu = OdooRpcEmulator::start(EmuCfg::new(&db.cluster.superuser_url("odoo")), 0)
+        .await
+        .unwrap();
+    let rpc = client(&emu.url(), Protocol::JsonRpc);
+    let partner = info.customers[0] as i64;
+    let order = |qty: i64| {
+        let rpc = &rpc;
+        async move {
+            let so = create(
+                rpc,
+                "sale.order",
+                json!({"partner_id": partner, "order_line": [[0, 0, {"product_id": p0, "product_uom_qty": qty, "tax_id": [[6, 0, []]]}]]}),
+                Value::Null,
+            )
+            .await;
+            method(rpc, "sale.order", "action_confirm", so, Value::Null).await;
+            let p = read(
+                rpc,
+                "stock.picking",
+                json!([["sale_id", "=", so]]),
+                vec!["id"],
+            )
+            .await[0]["id"]
+                .as_i64()
+                .unwrap();
+            let m = read(
+                rpc,
+                "stock.move",
+                json!([["picking_id", "=", p]]),
+                vec!["id"],
+            )
+            .await[0]["id"]
+                .as_i64()
+                .unwrap();
+            (so, p, m)
+        }
+    };
+    let write = |model: &'static str, id: i64, vals: Value| {
+        let rpc = &rpc;
+        async move {
+            rpc.call(&Call::Write {
+                model,
+                ids: vec![id],
+                vals,
+            })
+            .await
+        }
+    };
+    let one = |model: &'static str, id: i64, fields: Vec<&'static str>| {
+        let rpc = &rpc;
+        async move { read(rpc, model, json!([["id", "=", id]]), fields).await[0].clone() }
+    };
+
+    // No tracking field without stock_delivery.
+    let (_, p, m) = order(3).await;
+    let e = write("stock.picking", p, json!({"carrier_tracking_ref": "1ZA"}))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("Invalid field 'carrier_tracking_ref' on model 'stock.picking'"),
+        "{e}"
+    );
+    let fields = rpc
+        .call(&Call::Method {
+            model: "stock.picking",
+            method: "fields_get",
+            ids: Vec::new(),
+            kwargs: Map::new(),
+        })
+        .await
+        .unwrap();
+    assert!(fields.get("carrier_tracking_ref").is_none() && fields.get("state").is_some());
+
+    // 2 of 3 picked: partially available, the picking still ready; the wizard, then process.
+    write("stock.move", m, json!({"quantity": "2", "picked": true}))
+        .await
+        .unwrap();
+    let mv = one("stock.move", m, vec!["quantity", "state", "picked"]).await;
+    assert_eq!(
+        (dec(&mv["quantity"]), mv["state"].clone()),
+        (Decimal::from(2), json!("partially_available"))
+    );
+    assert_eq!(
+        one("stock.picking", p, vec!["state"]).await["state"],
+        "assigned"
+    );
+    let answer = method(&rpc, "stock.picking", "button_validate", p, Value::Null).await;
+    assert_eq!(
+        answer["res_model"], "stock.backorder.confirmation",
+        "{answer}"
+    );
+    assert!(answer["res_id"].is_null());
+    let w = create(
+        &rpc,
+        "stock.backorder.confirmation",
+        json!({}),
+        answer["context"].clone(),
+    )
+    .await;
+    method(
+        &rpc,
+        "stock.backorder.confirmation",
+        "process",
+        w,
+        answer["context"].clone(),
+    )
+    .await;
+    let mv = one(
+        "stock.move",
+        m,
+        vec!["quantity", "product_uom_qty", "state"],
+    )
+    .await;
+    assert_eq!(
+        (
+            dec(&mv["quantity"]),
+            dec(&mv["product_uom_qty"]),
+            mv["state"].clone()
+        ),
+        (Decimal::from(2), Decimal::from(2), json!("done"))
+    );
+    let back = read(
+        &rpc,
+        "stock.picking",
+        json!([["backorder_id", "=", p]]),
+        vec!["id", "state"],
+    )
+    .await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0]["state"], "assigned");
+    // Validating the done picking again: true, nothing changes.
+    assert_eq!(
+        method(&rpc, "stock.picking", "button_validate", p, Value::Null).await,
+        json!(true)
+    );
+    assert_eq!(
+        read(
+            &rpc,
+            "stock.picking",
+            json!([["backorder_id", "=", p]]),
+            vec!["id"]
+        )
+        .await
+        .len(),
+        1
+    );
+
+    // No backorder: 1 of 2 done, the move kept whole with its demand, 1 delivered.
+    let (so, p, m) = order(2).await;
+    write("stock.move", m, json!({"quantity": "1", "picked": true}))
+        .await
+        .unwrap();
+    let answer = method(&rpc, "stock.picking", "button_validate", p, Value::Null).await;
+    let w = create(
+        &rpc,
+        "stock.backorder.confirmation",
+        json!({}),
+        answer["context"].clone(),
+    )
+    .await;
+    method(
+        &rpc,
+        "stock.backorder.confirmation",
+        "process_cancel_backorder",
+        w,
+        answer["context"].clone(),
+    )
+    .await;
+    let moves = read(
+        &rpc,
+        "stock.move",
+        json!([["picking_id", "=", p]]),
+        vec!["quantity", "product_uom_qty", "state"],
+    )
+    .await;
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(
+        (
+            dec(&moves[0]["quantity"]),
+            dec(&moves[0]["product_uom_qty"]),
+            moves[0]["state"].clone()
+        ),
+        (Decimal::from(1), Decimal::from(2), json!("done"))
+    );
+    assert_eq!(
+        one("stock.picking", p, vec!["state"]).await["state"],
+        "done"
+    );
+    let line = read(
+        &rpc,
+        "sale.order.line",
+        json!([["order_id", "=", so]]),
+        vec!["qty_delivered"],
+    )
+    .await;
+    assert_eq!(dec(&line[0]["qty_delivered"]), Decimal::from(1));
+
+    // Over-delivery: 2 done on a demand of 1, validated as it is.
+    let (_, p, m) = order(1).await;
+    write("stock.move", m, json!({"quantity": "2", "picked": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        method(&rpc, "stock.picking", "button_validate", p, Value::Null).await,
+        json!(true)
+    );
+    let mv = one(
+        "stock.move",
+        m,
+        vec!["quantity", "product_uom_qty", "state"],
+    )
+    .await;
+    assert_eq!(
+        (
+            dec(&mv["quantity"]),
+            dec(&mv["product_uom_qty"]),
+            mv["state"].clone()
+        ),
+        (Decimal::from(2), Decimal::from(1), json!("done"))
+    );
+
+    // A count: the quant's inventory quantity, applied (None), is the quantity on hand.
+    let q = read(
+        &rpc,
+        "stock.quant",
+        json!([["product_id", "=", p0], ["location_id", "=", stock]]),
+        vec!["id", "quantity"],
+    )
+    .await;
+    let q = q[0]["id"].as_i64().unwrap();
+    write("stock.quant", q, json!({"inventory_quantity": "10"}))
+        .await
+        .unwrap();
+    let applied = rpc
+        .call(&Call::Method {
+            model: "stock.quant",
+            method: "action_apply_inventory",
+            ids: vec![q],
+            kwargs: Map::new(),
+        })
+        .await
+        .unwrap();
+    assert!(applied.is_null());
+    let after = one("stock.quant", q, vec!["quantity", "inventory_quantity_set"]).await;
+    assert_eq!(dec(&after["quantity"]), Decimal::from(10), "{after}");
+    assert_eq!(after["inventory_quantity_set"], false);
+}

@@ -26,6 +26,7 @@ use sinks::odoo::{Call, OdooRpc, OdooRpcConfig, Protocol};
 
 const SHOP: &str = "real-odoo-test.myshopify.com";
 const SECRET: &str = "real-odoo-hush";
+const WMS_SECRET: &str = "real-odoo-wms";
 
 /// Where the scenario runs.
 enum Target {
@@ -493,20 +494,23 @@ async fn scenario(r: &Real) {
     r.tax("VAT 20% incl.", 20, true).await;
 
     // odoo-cdc run on the real Odoo's database and API, a WMS emulator behind it.
+    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let wms = WmsEmulator::start(
         WmsConfig {
-            ship_delay: Duration::from_secs(3600),
+            ship_delay: Duration::from_secs(36_000),
+            webhook_url: Some(format!("http://127.0.0.1:{hook_port}/webhooks/wms")),
+            webhook_secret: WMS_SECRET.into(),
+            webhook_backoff: Duration::from_millis(300),
             ..WmsConfig::default()
         },
         0,
     )
     .await
     .unwrap();
-    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let hook = format!("http://127.0.0.1:{hook_port}/webhooks/shopify");
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -523,6 +527,7 @@ async fn scenario(r: &Real) {
              [runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
              [odoo]\nurl = \"{}\"\ndatabase = \"{}\"\nlogin = \"{}\"\ndefault_customer = \"Shopify POS customer\"\n\n\
              [webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\nshop_domain = \"{SHOP}\"\n\n\
+             [wms]\nbackorder = \"create\"\n\n\
              [sinks.wms]\nbase_url = \"{}\"\n",
             r.pg_url, r.url, r.db, r.login, wms.url()
         ),
@@ -549,6 +554,7 @@ async fn scenario(r: &Real) {
             .env("ODOO_CDC_ODOO_API_KEY", &r.key)
             .env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", SECRET)
             .env("ODOO_CDC_WMS_API_KEY", "wms-key")
+            .env("ODOO_CDC_WMS_WEBHOOK_SECRET", WMS_SECRET)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -856,38 +862,68 @@ async fn scenario(r: &Real) {
     })
     .await;
     let first = wms_lines(&pick4_name).unwrap().1;
-    let answer = r
-        .call(
-            "stock.picking",
-            "button_validate",
-            vec![pick4[0]["id"].as_i64().unwrap()],
-            json!({}),
+    // The warehouse ships the 2 it was asked for: odoo-cdc validates the delivery (Odoo's
+    // backorder wizard keeps the unreserved third unit as a backorder).
+    let ship = |reference: &str, body: Value| {
+        let url = format!(
+            "{}/_emulator/fulfillment_orders/{}/ship",
+            wms.url(),
+            reference.replace('/', "%2F")
+        );
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+    };
+    ship(&pick4_name, json!({"tracking_number": "REAL-A"})).await;
+    let done_qty = |pickings: Vec<Value>, name: &str| -> Option<(String, bool)> {
+        pickings.iter().find(|p| p["name"] == name).map(|p| {
+            (
+                p["state"].as_str().unwrap_or("").to_string(),
+                p["backorder_id"].is_array(),
+            )
+        })
+    };
+    for _ in 0..600 {
+        if done_qty(
+            r.pickings(order4["id"].as_i64().unwrap()).await,
+            &pick4_name,
+        )
+        .is_some_and(|(s, _)| s == "done")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moves4 = r
+        .read(
+            "stock.move",
+            json!([["picking_id", "=", pick4[0]["id"]]]),
+            vec!["product_uom_qty", "quantity", "state"],
         )
         .await;
     println!(
-        "partial delivery {pick4_name} button_validate -> {}",
-        answer["res_model"]
-    );
-    if answer["res_model"] == "stock.backorder.confirmation" {
-        let wizard = match answer["res_id"].as_i64() {
-            Some(id) => id,
-            None => {
-                r.create(
-                    "stock.backorder.confirmation",
-                    json!({}),
-                    answer["context"].clone(),
-                )
-                .await
-            }
-        };
-        r.call(
-            "stock.backorder.confirmation",
-            "process",
-            vec![wizard],
-            json!({"context": answer["context"]}),
+        "WMS shipment of {pick4_name} (REAL-A) -> {:?}, moves {moves4:?}",
+        done_qty(
+            r.pickings(order4["id"].as_i64().unwrap()).await,
+            &pick4_name
         )
-        .await;
-    }
+    );
+    assert_eq!(
+        done_qty(
+            r.pickings(order4["id"].as_i64().unwrap()).await,
+            &pick4_name
+        )
+        .map(|x| x.0),
+        Some("done".to_string()),
+        "the WMS shipment validated the real delivery\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     r.set_stock(partial_product, 1).await;
     let picks = r.pickings(order4["id"].as_i64().unwrap()).await;
     let back = picks
@@ -912,6 +948,95 @@ async fn scenario(r: &Real) {
         first[&p] + second[&p]);
     assert_eq!(first[&p], 2);
     assert_eq!(first[&p] + second[&p], 3);
+    // The backorder ships too: the real sale line has delivered all 3.
+    ship(&back_name, json!({"tracking_number": "REAL-B"})).await;
+    let delivered = || async {
+        r.read(
+            "sale.order.line",
+            json!([
+                ["order_id", "=", order4["id"]],
+                ["product_id", "=", partial_product]
+            ]),
+            vec!["qty_delivered"],
+        )
+        .await
+        .first()
+        .map(|l| l["qty_delivered"].as_f64().unwrap_or(0.0))
+    };
+    for _ in 0..600 {
+        if delivered().await == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "backorder {back_name} shipped (REAL-B): delivered {:?} of 3",
+        delivered().await
+    );
+    assert_eq!(delivered().await, Some(3.0));
+
+    // 6b. A split shipment: 2 ordered and reserved, the warehouse ships 1 now (more to come)
+    // and 1 later. The first parcel leaves a backorder the WMS is not asked for again; the
+    // second parcel lands on it.
+    let o9 = base_id + 9;
+    let body9 = order_payload(
+        o9,
+        json!([line(o9 * 10 + 1, &a, 2, "10.00", "0", json!([]))]),
+        json!({"total_price": "20.00"}),
+    );
+    assert_eq!(
+        post(&hook, "orders/create", &format!("{o9}-c"), &body9).await,
+        200
+    );
+    assert_eq!(settled(r, &format!("{o9}-c"), &log).await.0, "done");
+    let order9 = r.order(&o9.to_string()).await.unwrap();
+    let pick9 = r.pickings(order9["id"].as_i64().unwrap()).await;
+    let pick9_name = pick9[0]["name"].as_str().unwrap().to_string();
+    until("the split order at the WMS", &log, || {
+        wms_lines(&pick9_name).is_some()
+    })
+    .await;
+    ship(
+        &pick9_name,
+        json!({"lines": [{"sku": a, "quantity": 1}], "final": false, "tracking_number": "REAL-S1"}),
+    )
+    .await;
+    let mut back9 = None;
+    for _ in 0..600 {
+        let picks = r.pickings(order9["id"].as_i64().unwrap()).await;
+        if let Some(b) = picks
+            .iter()
+            .find(|p| p["backorder_id"].is_array() && p["state"] == "assigned")
+        {
+            back9 = b["name"].as_str().map(str::to_string);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back9 = back9.expect("a backorder after the first parcel");
+    ship(&pick9_name, json!({"tracking_number": "REAL-S2"})).await;
+    for _ in 0..600 {
+        let picks = r.pickings(order9["id"].as_i64().unwrap()).await;
+        if picks.iter().all(|p| p["state"] == "done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let picks9 = r.pickings(order9["id"].as_i64().unwrap()).await;
+    println!(
+        "split shipment: {:?}; WMS orders for the backorder {back9}: {}",
+        picks9
+            .iter()
+            .map(|p| (p["name"].clone(), p["state"].clone()))
+            .collect::<Vec<_>>(),
+        wms_lines(&back9).is_some()
+    );
+    assert!(picks9.iter().all(|p| p["state"] == "done"), "{picks9:?}");
+    assert_eq!(picks9.len(), 2);
+    assert!(
+        wms_lines(&back9).is_none(),
+        "the WMS was asked for the backorder again"
+    );
 
     // 7. An order without a customer (a POS sale): the default customer; a zero-rate tax line.
     let o5 = base_id + 5;

@@ -463,3 +463,152 @@ async fn storefront_payloads_have_the_shapes_real_stores_send() {
         Decimal::ONE
     );
 }
+
+/// Fulfillment orders and `fulfillmentCreate`, validated against the real schema: a partial
+/// fulfillment leaves the rest, more than remains is a user error, `@idempotent` is refused
+/// (fulfillmentCreate offers no key), the customer notification is recorded, shipped units
+/// leave `committed` and `on_hand`, and a query past the cost limit is refused.
+#[tokio::test]
+async fn fulfillment_orders_ship_what_remains_and_notify_the_customer() {
+    let emu = ShopifyEmulator::start(ShopifyConfig::default(), 0)
+        .await
+        .unwrap();
+    let item = emu.add_item("TEE", &[(1, 5)]);
+    let http = reqwest::Client::new();
+    let order: Value = http
+        .post(format!("{}/_emulator/storefront/orders", emu.url()))
+        .json(&json!({"line_items": [{"sku": "TEE", "quantity": 3}, {"custom": true, "quantity": 1, "price": "2.00"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_u64().unwrap();
+    const READ: &str = "query O($id: ID!) { order(id: $id) { displayFulfillmentStatus fulfillmentOrders(first: 5) { nodes { id status \
+        lineItems(first: 10) { nodes { id sku totalQuantity remainingQuantity lineItem { sku } } } } } \
+        fulfillments(first: 10) { status trackingInfo(first: 3) { company number url } } } }";
+    let (_, read) = gql(
+        &emu,
+        READ,
+        json!({"id": format!("gid://shopify/Order/{id}")}),
+    )
+    .await;
+    let fo = &read["data"]["order"]["fulfillmentOrders"]["nodes"][0];
+    assert_eq!(fo["status"], "OPEN");
+    let lines = fo["lineItems"]["nodes"].as_array().unwrap();
+    assert_eq!(
+        lines.len(),
+        1,
+        "a custom line holds no inventory to fulfil: {read}"
+    );
+    assert_eq!(
+        (
+            lines[0]["totalQuantity"].as_i64(),
+            lines[0]["remainingQuantity"].as_i64()
+        ),
+        (Some(3), Some(3))
+    );
+    const SHIP: &str = "mutation S($f: FulfillmentInput!) { fulfillmentCreate(fulfillment: $f) { \
+        fulfillment { id status trackingInfo(first: 3) { number } } userErrors { field message } } }";
+    let input = |q: i64, number: &str| {
+        json!({"f": {"lineItemsByFulfillmentOrder": [{"fulfillmentOrderId": fo["id"], "fulfillmentOrderLineItems": [{"id": lines[0]["id"], "quantity": q}]}],
+                     "notifyCustomer": true, "trackingInfo": {"company": "UPS", "number": number, "url": format!("https://ups.example/{number}")}}})
+    };
+    // More than remains: a user error, nothing shipped.
+    let (_, r) = gql(&emu, SHIP, input(4, "X")).await;
+    assert_eq!(
+        r["data"]["fulfillmentCreate"]["userErrors"][0]["message"],
+        "Invalid fulfillment order line item quantity requested."
+    );
+    // @idempotent is not accepted on fulfillmentCreate.
+    let (_, r) = gql(
+        &emu,
+        &SHIP.replace(
+            "fulfillmentCreate(fulfillment: $f)",
+            "fulfillmentCreate(fulfillment: $f) @idempotent(key: \"k\")",
+        ),
+        input(2, "A"),
+    )
+    .await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("@idempotent"),
+        "{r}"
+    );
+    assert!(emu.fulfillments().is_empty());
+    // 2 of 3, then the last one.
+    let (_, r) = gql(&emu, SHIP, input(2, "A")).await;
+    assert_eq!(
+        r["data"]["fulfillmentCreate"]["fulfillment"]["status"], "SUCCESS",
+        "{r}"
+    );
+    let (_, read) = gql(
+        &emu,
+        READ,
+        json!({"id": format!("gid://shopify/Order/{id}")}),
+    )
+    .await;
+    let o = &read["data"]["order"];
+    assert_eq!(o["displayFulfillmentStatus"], "PARTIALLY_FULFILLED");
+    assert_eq!(o["fulfillmentOrders"]["nodes"][0]["status"], "IN_PROGRESS");
+    assert_eq!(
+        o["fulfillmentOrders"]["nodes"][0]["lineItems"]["nodes"][0]["remainingQuantity"],
+        1
+    );
+    assert_eq!(o["fulfillments"][0]["trackingInfo"][0]["number"], "A");
+    let level = emu.level(item, 1).unwrap();
+    assert_eq!((level.available, level.committed, level.on_hand), (2, 1, 3));
+    let (_, r) = gql(&emu, SHIP, input(1, "B")).await;
+    assert!(
+        r["data"]["fulfillmentCreate"]["userErrors"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{r}"
+    );
+    let (_, read) = gql(
+        &emu,
+        READ,
+        json!({"id": format!("gid://shopify/Order/{id}")}),
+    )
+    .await;
+    assert_eq!(
+        read["data"]["order"]["displayFulfillmentStatus"],
+        "FULFILLED"
+    );
+    assert_eq!(
+        read["data"]["order"]["fulfillmentOrders"]["nodes"][0]["status"],
+        "CLOSED"
+    );
+    let (_, r) = gql(&emu, SHIP, input(1, "C")).await;
+    assert!(
+        r["data"]["fulfillmentCreate"]["userErrors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be fulfilled"),
+        "{r}"
+    );
+    assert_eq!(
+        emu.notifications()
+            .iter()
+            .map(|n| n.tracking_numbers.clone())
+            .collect::<Vec<_>>(),
+        vec![vec!["A".to_string()], vec!["B".to_string()]]
+    );
+    let level = emu.level(item, 1).unwrap();
+    assert_eq!((level.available, level.committed, level.on_hand), (2, 0, 2));
+    // Shopify's cost limit holds for these queries too.
+    let (_, r) = gql(
+        &emu,
+        "query O($id: ID!) { order(id: $id) { fulfillmentOrders(first: 50) { nodes { lineItems(first: 250) { nodes { id } } } } } }",
+        json!({"id": format!("gid://shopify/Order/{id}")}),
+    )
+    .await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "MAX_COST_EXCEEDED",
+        "{r}"
+    );
+}

@@ -31,6 +31,7 @@ fn request() -> RetailEvent {
             country: Some("GB".into()),
         },
         carrier: None,
+        backorder_of: None,
     }
 }
 
@@ -63,6 +64,7 @@ async fn wms_sink_is_idempotent_by_reference_and_classifies_errors() {
     let err = sink
         .deliver(&RetailEvent::FulfillmentCancelled {
             reference: "WH/OUT/00017".into(),
+            backorder_of: None,
         })
         .await
         .unwrap_err();
@@ -78,6 +80,7 @@ async fn wms_sink_is_idempotent_by_reference_and_classifies_errors() {
     emu.core().set_faults(Faults::default());
     sink.deliver(&RetailEvent::FulfillmentCancelled {
         reference: "WH/OUT/00017".into(),
+        backorder_of: None,
     })
     .await
     .unwrap();
@@ -270,6 +273,7 @@ async fn wms_orders_follow_what_odoo_reserves_amended_never_duplicated() {
     // Unreserved: cancelled; reserved again: the cancelled order reopens with the lines.
     sink.deliver(&RetailEvent::FulfillmentCancelled {
         reference: "WH/OUT/00017".into(),
+        backorder_of: None,
     })
     .await
     .unwrap();

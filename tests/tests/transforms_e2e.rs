@@ -204,7 +204,7 @@ async fn fixture_odoo_through_the_slot_into_retail_events() {
     let cancelled: Vec<&String> = events
         .iter()
         .filter_map(|e| match e {
-            RetailEvent::FulfillmentCancelled { reference } => Some(reference),
+            RetailEvent::FulfillmentCancelled { reference, .. } => Some(reference),
             _ => None,
         })
         .collect();

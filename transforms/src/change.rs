@@ -62,8 +62,10 @@ pub struct Transaction {
 pub const COLUMNS_READ: &[&str] = &[
     "account_id",
     "account_type",
+    "backorder_id",
     "carrier",
     "carrier_id",
+    "carrier_tracking_ref",
     "city",
     "code",
     "code_store",
@@ -79,6 +81,7 @@ pub const COLUMNS_READ: &[&str] = &[
     "move_type",
     "name",
     "partner_id",
+    "picked",
     "picking_id",
     "picking_type_id",
     "product_id",
@@ -88,6 +91,7 @@ pub const COLUMNS_READ: &[&str] = &[
     "quantity",
     "reserved_quantity",
     "reversed_entry_id",
+    "sale_id",
     "state",
     "state_id",
     "street",
@@ -95,7 +99,6 @@ pub const COLUMNS_READ: &[&str] = &[
     "tax_ids",
     "usage",
     "warehouse_id",
-    // account_move's: where the gap of a lost slot starts (`run --resync`).
     "write_date",
     "zip",
 ];

@@ -32,6 +32,16 @@ pub struct PickLine {
     pub quantity: Decimal,
 }
 
+/// The picking a backorder was split from, and what that picking delivered: after a partial
+/// shipment the warehouse holds (or already shipped) the rest under the parent's reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackorderOf {
+    /// The parent picking's name (its WMS reference).
+    pub reference: String,
+    /// What the parent delivered, by SKU.
+    pub done: Vec<PickLine>,
+}
+
 /// A journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalLine {
@@ -107,11 +117,31 @@ pub enum RetailEvent {
         ship_to: ShipTo,
         /// Carrier, when set.
         carrier: Option<String>,
+        /// The picking this one is the backorder of (`backorder_id`), when known: after a
+        /// partial shipment the warehouse may still hold the rest under that reference.
+        #[serde(default)]
+        backorder_of: Option<BackorderOf>,
     },
     /// A requested picking was cancelled.
     FulfillmentCancelled {
         /// The picking name.
         reference: String,
+        /// The picking this one is the backorder of, when known.
+        #[serde(default)]
+        backorder_of: Option<BackorderOf>,
+    },
+    /// An outgoing picking was validated (`done`): what left the warehouse.
+    DeliveryDone {
+        /// The picking name.
+        reference: String,
+        /// The sale order it delivers (`sale_id`), if any.
+        sale_id: Option<i64>,
+        /// Done quantities by SKU (moves `done`).
+        lines: Vec<PickLine>,
+        /// The tracking number on the picking (`carrier_tracking_ref`, with stock_delivery).
+        tracking: Option<String>,
+        /// Carrier, when set.
+        carrier: Option<String>,
     },
     /// A move was posted.
     JournalEntry(JournalEntry),
@@ -132,7 +162,14 @@ impl RetailEvent {
         match self {
             RetailEvent::SellableChanged { sku, warehouse, .. } => format!("{sku}@{warehouse}"),
             RetailEvent::FulfillmentRequested { reference, .. }
-            | RetailEvent::FulfillmentCancelled { reference } => reference.clone(),
+            | RetailEvent::FulfillmentCancelled { reference, .. } => reference.clone(),
+            RetailEvent::DeliveryDone {
+                sale_id, reference, ..
+            } => match sale_id {
+                // One order's deliveries in order: each fulfils what the last left.
+                Some(id) => format!("sale-{id}"),
+                None => reference.clone(),
+            },
             RetailEvent::JournalEntry(e) => format!("move-{}", e.move_id),
             RetailEvent::Unmappable { table, row_id, .. } => format!("{table}-{row_id}"),
         }

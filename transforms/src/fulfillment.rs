@@ -22,6 +22,12 @@ struct Picking {
     picking_type: Option<i64>,
     partner: Option<i64>,
     carrier: Option<String>,
+    sale: Option<i64>,
+    tracking: Option<String>,
+    /// The id and name of the picking this is the backorder of (read while that one is known).
+    parent: Option<(i64, String)>,
+    /// The parent and what it delivered (once read, at the end of a transaction).
+    backorder_of: Option<crate::events::BackorderOf>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +37,8 @@ struct Move {
     /// Reserved (picked, then done) quantity.
     reserved: Decimal,
     state: String,
+    /// Picked: the warehouse has it in hand (its quantity is what is being shipped).
+    picked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +76,13 @@ impl Fulfillment {
                     return;
                 }
                 let Some(r) = row else { return };
+                // The parent's name is read while the parent is known (a backorder is made in
+                // the transaction that validates its parent, which then leaves the state).
+                let old = self.pickings.get(&id);
+                let parent = int(r, "backorder_id")
+                    .and_then(|b| self.pickings.get(&b).map(|p| (b, p.name.clone())))
+                    .or_else(|| old.and_then(|p| p.parent.clone()));
+                let backorder_of = old.and_then(|p| p.backorder_of.clone());
                 self.pickings.insert(
                     id,
                     Picking {
@@ -78,6 +93,12 @@ impl Fulfillment {
                         carrier: text(r, "carrier_id")
                             .or_else(|| text(r, "carrier"))
                             .map(str::to_string),
+                        sale: int(r, "sale_id"),
+                        tracking: text(r, "carrier_tracking_ref")
+                            .filter(|t| !t.trim().is_empty())
+                            .map(str::to_string),
+                        parent,
+                        backorder_of,
                     },
                 );
                 self.touched.insert(id);
@@ -98,6 +119,7 @@ impl Fulfillment {
                     product,
                     reserved: decimal(r, "quantity").unwrap_or_default(),
                     state: text(r, "state").unwrap_or_default().to_string(),
+                    picked: matches!(text(r, "picked"), Some("t" | "true")),
                 };
                 // A move that changes picking (into a backorder) touches both.
                 if let Some(old) = self.moves.get(&id) {
@@ -196,11 +218,54 @@ impl Fulfillment {
         Ok(lines)
     }
 
+    /// A backorder learns what its parent delivered while the parent's moves are known (the
+    /// backorder is made in the transaction that validates the parent).
+    fn learn_parents(&mut self, touched: &std::collections::BTreeSet<i64>) {
+        for id in touched {
+            let Some((parent, name)) = self
+                .pickings
+                .get(id)
+                .filter(|p| p.backorder_of.is_none())
+                .and_then(|p| p.parent.clone())
+            else {
+                continue;
+            };
+            if !self.pickings.contains_key(&parent) {
+                continue;
+            }
+            let mut done: BTreeMap<String, Decimal> = BTreeMap::new();
+            for m in self
+                .moves
+                .values()
+                .filter(|m| m.picking == Some(parent) && m.state == "done")
+            {
+                if let Some(sku) = self.skus.get(&m.product) {
+                    *done.entry(sku.clone()).or_default() += m.reserved;
+                }
+            }
+            if let Some(p) = self.pickings.get_mut(id) {
+                p.backorder_of = Some(crate::events::BackorderOf {
+                    reference: name,
+                    done: done
+                        .into_iter()
+                        .map(|(sku, quantity)| PickLine {
+                            sku,
+                            quantity: quantity.normalize(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+
     /// Ends the transaction: requests for pickings that became ready or whose reservation
     /// changed, cancellations.
     pub fn finish(&mut self) -> Vec<RetailEvent> {
         let mut out = Vec::new();
-        for id in std::mem::take(&mut self.touched) {
+        let touched = std::mem::take(&mut self.touched);
+        self.learn_parents(&touched);
+        let mut finished = Vec::new();
+        for id in touched {
             let Some(p) = self.pickings.get(&id).cloned() else {
                 continue;
             };
@@ -232,11 +297,23 @@ impl Fulfillment {
                         if self.requested.remove(&id).is_some() {
                             out.push(RetailEvent::FulfillmentCancelled {
                                 reference: p.name.clone(),
+                                backorder_of: p.backorder_of.clone(),
                             });
                         }
                         continue;
                     }
                     if self.requested.get(&id) == Some(&lines) {
+                        continue;
+                    }
+                    // Picked moves are in the warehouse's hands: their quantities are what is
+                    // being shipped (set by a shipment on its way to validation), not a new
+                    // reservation to send to the warehouse.
+                    if self.requested.contains_key(&id)
+                        && self
+                            .moves
+                            .values()
+                            .any(|m| m.picking == Some(id) && m.picked)
+                    {
                         continue;
                     }
                     self.requested.insert(id, lines.clone());
@@ -251,28 +328,59 @@ impl Fulfillment {
                             .collect(),
                         ship_to: self.ship_to(p.partner),
                         carrier: p.carrier.clone(),
+                        backorder_of: p.backorder_of.clone(),
                     });
                 }
                 "cancel" => {
-                    if self.requested.remove(&id).is_some() {
+                    // A backorder never requested may still be at the warehouse under its
+                    // parent's reference (the rest of a partial shipment).
+                    if self.requested.remove(&id).is_some() || p.backorder_of.is_some() {
                         out.push(RetailEvent::FulfillmentCancelled {
                             reference: p.name.clone(),
+                            backorder_of: p.backorder_of.clone(),
                         });
                     }
-                    self.forget(id);
+                    finished.push(id);
                 }
                 "done" => {
                     self.requested.remove(&id);
-                    self.forget(id);
+                    let mut lines: BTreeMap<String, Decimal> = BTreeMap::new();
+                    for m in self.moves.values().filter(|m| {
+                        m.picking == Some(id) && m.state == "done" && m.reserved > Decimal::ZERO
+                    }) {
+                        if let Some(sku) = self.skus.get(&m.product) {
+                            *lines.entry(sku.clone()).or_default() += m.reserved;
+                        }
+                    }
+                    if !lines.is_empty() {
+                        out.push(RetailEvent::DeliveryDone {
+                            reference: p.name.clone(),
+                            sale_id: p.sale,
+                            lines: lines
+                                .into_iter()
+                                .map(|(sku, quantity)| PickLine {
+                                    sku,
+                                    quantity: quantity.normalize(),
+                                })
+                                .collect(),
+                            tracking: p.tracking.clone(),
+                            carrier: p.carrier.clone(),
+                        });
+                    }
+                    finished.push(id);
                 }
                 // Its reservation was taken back: the warehouse must not ship it now.
                 "confirmed" | "waiting" | "draft" if self.requested.remove(&id).is_some() => {
                     out.push(RetailEvent::FulfillmentCancelled {
                         reference: p.name.clone(),
+                        backorder_of: p.backorder_of.clone(),
                     });
                 }
                 _ => {}
             }
+        }
+        for id in finished {
+            self.forget(id);
         }
         out
     }
@@ -281,7 +389,11 @@ impl Fulfillment {
     /// touched in the replay window is requested then — the WMS sink brings the existing order
     /// to what is reserved; one untouched was delivered before).
     pub fn finish_quietly(&mut self) {
-        for id in std::mem::take(&mut self.touched) {
+        let touched = std::mem::take(&mut self.touched);
+        // Every picking of a snapshot is touched: backorders learn their parents first.
+        let all: std::collections::BTreeSet<i64> = self.pickings.keys().copied().collect();
+        self.learn_parents(&all);
+        for id in touched {
             if self
                 .pickings
                 .get(&id)

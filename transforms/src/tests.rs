@@ -434,7 +434,8 @@ fn ready_outgoing_pickings_are_requested_once_and_cancellations_follow() {
     assert_eq!(
         ev.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
         vec![RetailEvent::FulfillmentCancelled {
-            reference: "WH/OUT/00017".into()
+            reference: "WH/OUT/00017".into(),
+            backorder_of: None,
         }]
     );
     // Reserved again: requested again (the WMS reopens the order with that reference).
@@ -460,7 +461,8 @@ fn ready_outgoing_pickings_are_requested_once_and_cancellations_follow() {
     assert_eq!(
         ev[0].event,
         RetailEvent::FulfillmentCancelled {
-            reference: "WH/OUT/00017".into()
+            reference: "WH/OUT/00017".into(),
+            backorder_of: None,
         }
     );
 }

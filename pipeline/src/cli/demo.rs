@@ -120,6 +120,12 @@ async fn run_inner(
             variant_map: Default::default(),
             cache_ttl_secs: crate::config::DEFAULT_CACHE_TTL_SECS,
         },
+        Some(&crate::config::WmsWebhooks {
+            secret: crate::config::Secret(WmsEmuCfg::default().webhook_secret),
+            previous_secret: crate::config::Secret::default(),
+            backorder: crate::config::Backorder::Create,
+            tracking_urls: BTreeMap::new(),
+        }),
         &source,
         &shared,
         inbox_stop.clone(),
@@ -139,9 +145,16 @@ async fn run_inner(
     for p in &info.products {
         shopify.add_item(&p.sku, &[(1, 0), (2, 0)]);
     }
+    // The warehouse ships 20 s after an order, a third of them in two parcels, and tells
+    // odoo-cdc by webhook (sometimes twice, sometimes late and out of order).
     let wms = WmsEmulator::start(
         WmsEmuCfg {
             ship_delay: Duration::from_secs(20),
+            webhook_url: Some(format!("http://{hook_addr}/webhooks/wms")),
+            split_rate: 0.3,
+            duplicate_rate: 0.1,
+            webhook_jitter: Duration::from_secs(2),
+            webhook_backoff: Duration::from_secs(1),
             ..WmsEmuCfg::default()
         },
         0,
@@ -173,6 +186,17 @@ async fn run_inner(
         graphql_url: shopify.graphql_url(),
         access_token: "shpat_emulator".into(),
         location_map,
+        sku_map: BTreeMap::new(),
+        safety_stock: 0,
+        safety_stock_by_sku: BTreeMap::new(),
+        timeout: Duration::from_secs(5),
+        write_interval: sinks::shopify::DEFAULT_WRITE_INTERVAL,
+        urgent_below: sinks::shopify::DEFAULT_URGENT_BELOW,
+    })?;
+    let fulfillment_client = sinks::shopify::ShopifyClient::new(sinks::shopify::ShopifyConfig {
+        graphql_url: shopify.graphql_url(),
+        access_token: "shpat_emulator".into(),
+        location_map: BTreeMap::new(),
         sku_map: BTreeMap::new(),
         safety_stock: 0,
         safety_stock_by_sku: BTreeMap::new(),
@@ -243,6 +267,7 @@ async fn run_inner(
         shopify: Some(shopify_sink),
         wms: Some(wms_sink),
         accounting: Some(acct_sink),
+        fulfillment: Some((fulfillment_client, true)),
     }
     .into_runtime(&shared);
     let runner = {
@@ -339,6 +364,7 @@ async fn run_inner(
         .get::<_, String>(0)
         .parse()?;
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut wms_quiet_at: Option<cdc::Lsn> = None;
     while Instant::now() < deadline {
         // A transaction on a published table moves the read position past the end mark.
         admin
@@ -353,13 +379,44 @@ async fn run_inner(
             )
             .await?;
         let (inbox_open, arrived): (i64, i64) = (inbox.get(0), inbox.get(1));
+        // The warehouse has shipped (or dropped) every order it holds and odoo-cdc has
+        // acknowledged every one of its webhooks: then what they did in Odoo must be through
+        // the stream too (a position read once it was so, `wms_quiet_at`).
+        let acknowledged: std::collections::BTreeSet<String> = wms
+            .deliveries()
+            .iter()
+            .filter(|d| (200..300).contains(&d["status"].as_u64().unwrap_or(0)))
+            .filter_map(|d| d["event_id"].as_str().map(str::to_string))
+            .collect();
+        let wms_quiet = wms
+            .orders()
+            .values()
+            .all(|o| o.status == "shipped" || o.status == "cancelled")
+            && wms
+                .events()
+                .iter()
+                .all(|e| acknowledged.contains(&e.event_id));
+        let now_lsn: cdc::Lsn = admin
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get::<_, String>(0)
+            .parse()?;
+        let passed =
+            wms_quiet_at.is_some_and(|l: cdc::Lsn| shared.confirmed.load(Ordering::SeqCst) >= l.0);
         if shared.confirmed.load(Ordering::SeqCst) >= end_lsn.0
             && shared.settled()
             && inbox_open == 0
             && arrived >= i64::from(storefront_sales)
+            && wms_quiet
+            && passed
         {
             break;
         }
+        wms_quiet_at = if wms_quiet && inbox_open == 0 {
+            wms_quiet_at.or(Some(now_lsn))
+        } else {
+            None
+        };
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let caught_up = shared.settled();
@@ -513,6 +570,52 @@ async fn run_inner(
         out,
         "\nwarehouse: {wms_orders} fulfillment orders for {ready} ready or shipped Odoo deliveries"
     )?;
+    // Shipments: what the warehouse shipped reached Odoo once, and Shopify fulfilled exactly
+    // what Odoo delivered of its orders.
+    let t = state_db
+        .client()
+        .await?
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'done'), count(DISTINCT reference) FILTER (WHERE sequence > 1), \
+             (SELECT count(*) FROM odoo_cdc.inbox WHERE shop_domain = 'wms' AND status = 'dead') \
+             FROM odoo_cdc.transfers WHERE kind = 'shipment'",
+            &[],
+        )
+        .await?;
+    let (parcels, split, dead_parcels): (i64, i64, i64) = (t.get(0), t.get(1), t.get(2));
+    let delivered: Decimal = admin
+        .query_one(
+            "SELECT coalesce(sum(l.qty_delivered), 0) FROM sale_order_line l JOIN sale_order o ON o.id = l.order_id \
+             WHERE o.client_order_ref LIKE 'shopify:%'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let fulfilled: i64 = shopify
+        .fulfillments()
+        .iter()
+        .filter(|f| f.status == "SUCCESS")
+        .flat_map(|f| f.lines.iter().map(|l| l.3))
+        .sum();
+    let latency = shared
+        .fulfillments
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .map(|f| (f.latency.quantile(0.5), f.latency.quantile(0.99)))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "shipments: {parcels} parcels applied to Odoo ({split} orders shipped in two), {dead_parcels} dead-lettered; \
+         Shopify fulfilled {fulfilled} units of the {} Odoo delivered for Shopify orders ({} fulfillments, {} customer notifications); \
+         shipment to fulfillment p50 ≤ {:.2} s, p99 ≤ {:.2} s",
+        delivered.normalize(),
+        shopify.fulfillments().len(),
+        shopify.notifications().len(),
+        latency.0,
+        latency.1
+    )?;
+    ok &= Decimal::from(fulfilled) == delivered && dead_parcels == 0;
     writeln!(
         out,
         "accounting: {} journal entries for {posted} posted Odoo moves",

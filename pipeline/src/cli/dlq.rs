@@ -95,6 +95,7 @@ pub async fn replay(
         return Ok(true);
     }
     let mut sinks = crate::cli::run::build_sinks(&cfg, &db).await?;
+    let fulfillment = sinks.fulfillment_sink(db.clone(), std::sync::Arc::default());
     let mut all_ok = true;
     for r in rows {
         let (id, sink): (i64, String) = (r.get(0), r.get(1));
@@ -141,6 +142,17 @@ pub async fn replay(
                     r.map_err(|e| e.message)
                 }
                 None => Err("the accounting sink is not configured".into()),
+            },
+            ("shopify_fulfillment", _) => match fulfillment.as_ref() {
+                Some(s) => {
+                    let r = s.deliver(&event).await;
+                    transient = r.as_ref().is_err_and(|e| e.is_transient());
+                    r.map(drop).map_err(|e| e.message)
+                }
+                None => Err(
+                    "the shopify fulfillment sink is not configured (sinks.shopify.fulfillments)"
+                        .into(),
+                ),
             },
             (other, _) => Err(format!("unknown sink {other}")),
         };
@@ -203,7 +215,7 @@ async fn replay_webhook(
         attempts: 0,
         age_secs: 0.0,
     };
-    let wb = crate::cli::run::build_writeback(odoo)?;
+    let wb = crate::cli::run::build_writeback(odoo, cfg.wms.as_ref())?;
     crate::state::audit(
         client,
         &row.order_key,

@@ -403,6 +403,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg.sinks.shopify.as_ref().map(|_| "shopify"),
                 cfg.sinks.wms.as_ref().map(|_| "wms"),
                 cfg.sinks.accounting.as_ref().map(|_| "accounting"),
+                cfg.sinks
+                    .shopify
+                    .as_ref()
+                    .filter(|s| s.fulfillments)
+                    .map(|_| "shopify_fulfillment"),
             ]
             .into_iter()
             .flatten()
@@ -410,8 +415,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use std::io::Write;
             let writeback = match (&cfg.webhooks, &cfg.odoo) {
                 (Some(w), Some(o)) => format!(
-                    ", webhooks on {} written back to {} over {}",
-                    w.listen, o.url, o.protocol
+                    ", webhooks on {} written back to {} over {}{}",
+                    w.listen,
+                    o.url,
+                    o.protocol,
+                    if cfg.wms.is_some() {
+                        " (Shopify's and the warehouse's)"
+                    } else {
+                        ""
+                    }
                 ),
                 _ => String::new(),
             };

@@ -48,13 +48,44 @@ pub struct Sinks {
     pub wms: Option<sinks::wms::WmsSink>,
     /// Accounting.
     pub accounting: Option<sinks::accounting::AccountingSink>,
+    /// Shopify fulfillments: the client and whether customers are notified.
+    pub fulfillment: Option<(sinks::shopify::ShopifyClient, bool)>,
+}
+
+impl Sinks {
+    /// The Shopify fulfillment sink over the state database, counting into `stats`.
+    pub fn fulfillment_sink(
+        &mut self,
+        state: Arc<crate::state::StateDb>,
+        stats: Arc<crate::runtime::stats::FulfillmentStats>,
+    ) -> Option<sinks::shopify::FulfillmentSink> {
+        let (client, notify) = self.fulfillment.take()?;
+        Some(sinks::shopify::FulfillmentSink::new(
+            client,
+            notify,
+            Arc::new(crate::writeback::deliveries::StateDeliveries::new(
+                state, stats,
+            )),
+        ))
+    }
 }
 
 impl Sinks {
     /// The sinks the runtime runs: Shopify behind its oversell guard, fed by `shared.guard` and
     /// resumed from the inbox's orders that are received and not settled yet.
-    pub fn into_runtime(self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
+    pub fn into_runtime(mut self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
         let mut out: Vec<Box<dyn sinks::Sink>> = Vec::new();
+        if let Some(state) = shared.state.clone() {
+            let stats = Arc::new(crate::runtime::stats::FulfillmentStats::new(
+                &shared.metrics,
+            ));
+            if let Some(s) = self.fulfillment_sink(state, stats.clone()) {
+                if let Ok(mut g) = shared.fulfillments.lock() {
+                    *g = Some(stats);
+                }
+                out.push(Box::new(s));
+            }
+        }
         if let Some(s) = self.shopify {
             let resume = shared.state.clone().map(|state| {
                 let resume: sinks::shopify::guard::Resume = Box::new(move || {
@@ -81,20 +112,24 @@ impl Sinks {
 /// Builds the configured sinks (the accounting refresh token lives in the state database).
 pub async fn build_sinks(cfg: &Config, state: &Arc<crate::state::StateDb>) -> Result<Sinks> {
     let timeout = Duration::from_secs(10);
-    let shopify = match &cfg.sinks.shopify {
-        Some(s) => Some(sinks::shopify::ShopifySink::new(
-            sinks::shopify::ShopifyConfig {
-                graphql_url: s.graphql_url.clone(),
-                access_token: s.access_token.expose().to_string(),
-                location_map: s.location_map.clone(),
-                sku_map: s.sku_map.clone(),
-                safety_stock: s.safety_stock,
-                safety_stock_by_sku: s.safety_stock_by_sku.clone(),
-                timeout,
-                write_interval: Duration::from_millis(s.write_interval_ms),
-                urgent_below: s.urgent_below,
-            },
-        )?),
+    // One Shopify configuration for the inventory sink and the fulfillment sink's client.
+    let shopify_cfg = cfg
+        .sinks
+        .shopify
+        .as_ref()
+        .map(|s| sinks::shopify::ShopifyConfig {
+            graphql_url: s.graphql_url.clone(),
+            access_token: s.access_token.expose().to_string(),
+            location_map: s.location_map.clone(),
+            sku_map: s.sku_map.clone(),
+            safety_stock: s.safety_stock,
+            safety_stock_by_sku: s.safety_stock_by_sku.clone(),
+            timeout,
+            write_interval: Duration::from_millis(s.write_interval_ms),
+            urgent_below: s.urgent_below,
+        });
+    let shopify = match &shopify_cfg {
+        Some(c) => Some(sinks::shopify::ShopifySink::new(c.clone())?),
         None => None,
     };
     let wms = match &cfg.sinks.wms {
@@ -151,16 +186,26 @@ pub async fn build_sinks(cfg: &Config, state: &Arc<crate::state::StateDb>) -> Re
         }
         None => None,
     };
+    let fulfillment = match (&cfg.sinks.shopify, shopify_cfg) {
+        (Some(s), Some(c)) if s.fulfillments => {
+            Some((sinks::shopify::ShopifyClient::new(c)?, s.notify_customer))
+        }
+        _ => None,
+    };
     Ok(Sinks {
         shopify,
         wms,
         accounting,
+        fulfillment,
     })
 }
 
 /// Runs until SIGTERM / Ctrl-C.
 /// Builds the Odoo write-back from the config.
-pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writeback> {
+pub fn build_writeback(
+    o: &crate::config::Odoo,
+    wms: Option<&crate::config::WmsWebhooks>,
+) -> Result<crate::writeback::Writeback> {
     let rpc = sinks::odoo::OdooRpc::new(sinks::odoo::OdooRpcConfig {
         url: o.url.clone(),
         database: o.database.clone(),
@@ -181,6 +226,9 @@ pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writ
             default_customer: o.default_customer.clone(),
             variant_map: o.variant_map.clone(),
             cache_ttl: Duration::from_secs(o.cache_ttl_secs),
+            cancel_short_backorders: wms
+                .is_some_and(|w| w.backorder == crate::config::Backorder::Cancel),
+            tracking_urls: wms.map(|w| w.tracking_urls.clone()).unwrap_or_default(),
         },
     ))
 }
@@ -190,6 +238,7 @@ pub fn build_writeback(o: &crate::config::Odoo) -> Result<crate::writeback::Writ
 pub async fn start_writeback(
     w: &crate::config::Webhooks,
     o: &crate::config::Odoo,
+    wms: Option<&crate::config::WmsWebhooks>,
     source: &SourceConfig,
     shared: &Arc<Shared>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -206,7 +255,7 @@ pub async fn start_writeback(
         crate::state::StateDb::connect(source)
             .await
             .context("connecting for the inbox")?,
-        build_writeback(o)?
+        build_writeback(o, wms)?
             .with_stats(inbox_stats.writeback.clone())
             .with_epochs(shared.epochs.clone()),
         wake.clone(),
@@ -227,18 +276,42 @@ pub async fn start_writeback(
         crate::state::StateDb::connect(source)
             .await
             .context("connecting for the webhook receiver")?,
-        wake,
+        wake.clone(),
         receiver_stats,
     )
     .with_guard(shared.guard.clone());
-    let served = crate::ops::http::Served::start(
-        &w.listen,
-        crate::writeback::webhook::router(Arc::new(receiver)),
-        "webhooks",
-    )
-    .await
-    .with_context(|| format!("webhooks.listen: cannot listen on {}", w.listen))?;
+    let mut routes = crate::writeback::webhook::router(Arc::new(receiver));
+    if let Some(wms) = wms {
+        let stats = Arc::new(crate::writeback::webhook::ReceiverStats::for_source(
+            &shared.metrics,
+            "wms",
+        ));
+        if let Ok(mut g) = shared.wms_receiver.lock() {
+            *g = Some(stats.clone());
+        }
+        let receiver = crate::writeback::wms::WmsReceiver::new(
+            vec![
+                wms.secret.expose().to_string(),
+                wms.previous_secret.expose().to_string(),
+            ],
+            crate::state::StateDb::connect(source)
+                .await
+                .context("connecting for the warehouse webhook receiver")?,
+            wake.clone(),
+            stats,
+        );
+        routes = routes.merge(crate::writeback::wms::router(
+            Arc::new(receiver),
+            w.max_body_bytes,
+        ));
+    }
+    let served = crate::ops::http::Served::start(&w.listen, routes, "webhooks")
+        .await
+        .with_context(|| format!("webhooks.listen: cannot listen on {}", w.listen))?;
     tracing::info!(addr = %served.addr, "receiving Shopify webhooks on /webhooks/shopify");
+    if wms.is_some() {
+        tracing::info!(addr = %served.addr, "receiving warehouse webhooks on /webhooks/wms");
+    }
     Ok((served.addr, served))
 }
 
@@ -405,7 +478,8 @@ pub async fn run_with(
     let (inbox_stop, _webhook_server) = match (&cfg.webhooks, &cfg.odoo) {
         (Some(w), Some(o)) => {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (_, server) = start_writeback(w, o, &source, &shared, stop.clone()).await?;
+            let (_, server) =
+                start_writeback(w, o, cfg.wms.as_ref(), &source, &shared, stop.clone()).await?;
             (Some(stop), Some(server))
         }
         _ => (None, None),

@@ -57,6 +57,41 @@ pub struct Config {
     /// The Shopify webhook receiver.
     #[serde(default)]
     pub webhooks: Option<Webhooks>,
+    /// The warehouse's webhooks (`POST /webhooks/wms` on `webhooks.listen`): shipments,
+    /// receipts and stock counts written back into Odoo.
+    #[serde(default)]
+    pub wms: Option<WmsWebhooks>,
+}
+
+/// What becomes of what a shipment or receipt did not cover when the warehouse closes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backorder {
+    /// A backorder for the rest, as Odoo's wizard's "Create Backorder" (the default).
+    #[default]
+    Create,
+    /// The rest is cancelled, as the wizard's "No Backorder".
+    Cancel,
+}
+
+/// The warehouse webhook receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WmsWebhooks {
+    /// The signing secret of `X-WMS-Hmac-Sha256` (or `ODOO_CDC_WMS_WEBHOOK_SECRET`).
+    #[serde(default)]
+    pub secret: Secret,
+    /// The previous secret while it is being rotated (or `ODOO_CDC_WMS_WEBHOOK_PREVIOUS_SECRET`).
+    #[serde(default)]
+    pub previous_secret: Secret,
+    /// What the warehouse closed without shipping (or receiving): `create` a backorder, or
+    /// `cancel` it. A shipment that says more is coming always leaves a backorder.
+    #[serde(default)]
+    pub backorder: Backorder,
+    /// Carrier name -> tracking URL template (`{number}` is replaced), for shipments that
+    /// carry no URL of their own.
+    #[serde(default)]
+    pub tracking_urls: BTreeMap<String, String>,
 }
 
 /// Default most bytes of a webhook body.
@@ -275,6 +310,17 @@ pub struct Shopify {
     /// write interval (near sell-out a wait could oversell).
     #[serde(default = "default_urgent_below")]
     pub urgent_below: i64,
+    /// Validated Odoo deliveries of Shopify orders become Shopify fulfillments (with the
+    /// warehouse's tracking), once per picking.
+    #[serde(default)]
+    pub fulfillments: bool,
+    /// Whether Shopify emails the customer about each fulfillment.
+    #[serde(default = "default_true")]
+    pub notify_customer: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_urgent_below() -> i64 {
@@ -410,6 +456,14 @@ impl Config {
                 o.api_key = Secret(v);
             }
         }
+        if let Some(w) = self.wms.as_mut() {
+            if let Some(v) = env("ODOO_CDC_WMS_WEBHOOK_SECRET") {
+                w.secret = Secret(v);
+            }
+            if let Some(v) = env("ODOO_CDC_WMS_WEBHOOK_PREVIOUS_SECRET") {
+                w.previous_secret = Secret(v);
+            }
+        }
         if let Some(w) = self.webhooks.as_mut() {
             if let Some(v) = env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET") {
                 w.secret = Secret(v);
@@ -504,6 +558,28 @@ impl Config {
                     "odoo",
                     "webhooks are written back to Odoo: an [odoo] section is required",
                 ));
+            }
+        }
+        if let Some(w) = &self.wms {
+            if w.secret.expose().is_empty() {
+                return Err(err(
+                    "wms.secret",
+                    "missing (set ODOO_CDC_WMS_WEBHOOK_SECRET)",
+                ));
+            }
+            if self.webhooks.is_none() {
+                return Err(err(
+                    "wms",
+                    "warehouse webhooks are received on webhooks.listen: a [webhooks] section is required",
+                ));
+            }
+            for (carrier, url) in &w.tracking_urls {
+                if !url.contains("{number}") {
+                    return Err(err(
+                        &format!("wms.tracking_urls.{carrier}"),
+                        "must contain {number}",
+                    ));
+                }
             }
         }
         if self.runtime.partitions == 0 || self.runtime.partitions > 256 {

@@ -41,6 +41,10 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("odoo_cdc_writeback_rounding_lines_total", Kind::Counter, "Rounding lines added so an Odoo total equals Shopify's to the cent."),
     ("odoo_cdc_writeback_total_mismatches_total", Kind::Counter, "Orders and credit notes whose Odoo total still differs from Shopify's (see the audit trail)."),
     ("odoo_cdc_inbox_apply_seconds", Kind::Histogram, "From a webhook's receipt to its effect in Odoo."),
+    ("odoo_cdc_inbox_topic_total", Kind::Counter, "Inbox rows by topic (Shopify's and the warehouse's) and what applying them came to."),
+    ("odoo_cdc_wms_webhooks_total", Kind::Counter, "Warehouse webhooks by result."),
+    ("odoo_cdc_fulfillments_total", Kind::Counter, "Validated deliveries of Shopify orders by result: a fulfillment created, or one there already."),
+    ("odoo_cdc_shipment_to_fulfillment_seconds", Kind::Histogram, "From the warehouse's shipment webhook reaching odoo-cdc to the Shopify fulfillment."),
 ];
 
 /// Renders the metrics: the counters the pipeline keeps are set into its registry (histograms
@@ -161,6 +165,13 @@ pub fn render(shared: &Shared) -> String {
                 n.load(Ordering::Relaxed),
             );
         }
+        for ((topic, result), n) in i.by_topic() {
+            counter(
+                "odoo_cdc_inbox_topic_total",
+                &[("topic", &topic), ("result", result)],
+                n,
+            );
+        }
         counter(
             "odoo_cdc_writeback_rounding_lines_total",
             &[],
@@ -171,6 +182,28 @@ pub fn render(shared: &Shared) -> String {
             &[],
             i.writeback.total_mismatches.load(Ordering::Relaxed),
         );
+    }
+    if let Some(r) = shared.wms_receiver.lock().ok().and_then(|g| g.clone()) {
+        for (result, n) in [
+            ("accepted", &r.accepted),
+            ("duplicate", &r.duplicates),
+            ("unauthorized", &r.unauthorized),
+        ] {
+            counter(
+                "odoo_cdc_wms_webhooks_total",
+                &[("result", result)],
+                n.load(Ordering::Relaxed),
+            );
+        }
+    }
+    if let Some(f) = shared.fulfillments.lock().ok().and_then(|g| g.clone()) {
+        for (result, n) in [("created", &f.created), ("already", &f.already)] {
+            counter(
+                "odoo_cdc_fulfillments_total",
+                &[("result", result)],
+                n.load(Ordering::Relaxed),
+            );
+        }
     }
     m.render()
 }

@@ -86,6 +86,10 @@ pub struct Shared {
     pub unready_after_secs: AtomicU64,
     /// Webhook receiver and inbox counters, when webhooks are received.
     pub writeback: Mutex<Option<(Arc<ReceiverStats>, Arc<InboxStats>)>>,
+    /// The warehouse webhook receiver's counters, when it runs.
+    pub wms_receiver: Mutex<Option<Arc<ReceiverStats>>>,
+    /// The Shopify fulfillment sink's counters, when it runs.
+    pub fulfillments: Mutex<Option<Arc<crate::runtime::stats::FulfillmentStats>>>,
 }
 
 impl Shared {

@@ -116,9 +116,14 @@ pub struct ReceiverStats {
 impl ReceiverStats {
     /// Counters whose answer time is exported to `metrics`.
     pub fn new(metrics: &Metrics) -> Self {
+        Self::for_source(metrics, "shopify")
+    }
+
+    /// Counters of the receiver of `source`'s webhooks (`shopify`, `wms`).
+    pub fn for_source(metrics: &Metrics, source: &'static str) -> Self {
         Self {
             latency: Histogram::exported_to(
-                metrics.histogram("odoo_cdc_webhook_answer_seconds", &[("source", "shopify")]),
+                metrics.histogram("odoo_cdc_webhook_answer_seconds", &[("source", source)]),
             ),
             ..Self::default()
         }
@@ -130,6 +135,29 @@ impl ReceiverStats {
             .lock()
             .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
             .unwrap_or_default()
+    }
+}
+
+/// Counters of the Shopify fulfillment sink.
+#[derive(Debug, Default)]
+pub struct FulfillmentStats {
+    /// Shopify fulfillments created.
+    pub created: AtomicU64,
+    /// Deliveries whose fulfillment was there already (a repeat after a crash or a retry).
+    pub already: AtomicU64,
+    /// From the warehouse's shipment webhook reaching odoo-cdc to the Shopify fulfillment.
+    pub latency: Histogram,
+}
+
+impl FulfillmentStats {
+    /// Counters whose latency is exported to `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            latency: Histogram::exported_to(
+                metrics.histogram("odoo_cdc_shipment_to_fulfillment_seconds", &[]),
+            ),
+            ..Self::default()
+        }
     }
 }
 
@@ -148,9 +176,26 @@ pub struct InboxStats {
     pub latency: Histogram,
     /// Money that needed a rounding line, or still differs from Shopify's.
     pub writeback: Arc<WritebackStats>,
+    /// Outcomes by topic.
+    pub topics: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 impl InboxStats {
+    /// Counts one outcome (`applied`, `refused`, `dead`, `retried`) of a row of `topic`.
+    pub fn count_topic(&self, topic: &str, result: &'static str) {
+        if let Ok(mut m) = self.topics.lock() {
+            *m.entry((topic.to_string(), result)).or_default() += 1;
+        }
+    }
+
+    /// Outcomes by (topic, result).
+    pub fn by_topic(&self) -> Vec<((String, &'static str), u64)> {
+        self.topics
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     /// Counters whose apply time is exported to `metrics`.
     pub fn new(metrics: &Metrics) -> Self {
         Self {

@@ -212,6 +212,18 @@ pub const MIGRATIONS: &[&str] = &[
     "DELETE FROM odoo_cdc.dead_letters d WHERE d.replayed_at IS NULL AND d.sink <> 'odoo' AND EXISTS \
      (SELECT 1 FROM odoo_cdc.dead_letters e WHERE e.replayed_at IS NULL AND e.sink = d.sink AND e.key = d.key \
       AND md5(e.reason) = md5(d.reason) AND e.id < d.id)",
+    // Shipments and receipts the warehouse reported, by its id: the picking each one landed on
+    // (recorded before validating, so a retry after a crash finds it), its tracking, and the
+    // Shopify fulfillment made for it.
+    "CREATE TABLE IF NOT EXISTS odoo_cdc.transfers (id text PRIMARY KEY, kind text NOT NULL, reference text NOT NULL, \
+     picking text, sequence int NOT NULL DEFAULT 1, final boolean NOT NULL DEFAULT true, carrier text, tracking_number text, \
+     tracking_url text, lines jsonb NOT NULL, inbox_id bigint, received_at timestamptz, status text NOT NULL DEFAULT 'applying', \
+     backorder text, applied_at timestamptz, fulfillment text, fulfilled_at timestamptz)",
+    "CREATE INDEX IF NOT EXISTS transfers_picking ON odoo_cdc.transfers (picking)",
+    "CREATE INDEX IF NOT EXISTS transfers_reference ON odoo_cdc.transfers (reference, sequence)",
+    // A warehouse parcel's place in its order (`sequence`): parcels apply in that order.
+    "ALTER TABLE odoo_cdc.inbox ADD COLUMN IF NOT EXISTS seq int",
+    "CREATE INDEX IF NOT EXISTS inbox_odoo_order ON odoo_cdc.inbox (odoo_id) WHERE topic = 'orders/create'",
     // Webhook dead letters are one per inbox row already (the inbox is unique on the event).
     "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_pending ON odoo_cdc.dead_letters (sink, key, md5(reason)) \
      WHERE replayed_at IS NULL AND sink <> 'odoo'",

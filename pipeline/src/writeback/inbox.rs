@@ -65,6 +65,9 @@ pub async fn apply(db: &Client, wb: &Writeback, row: &Row) -> Outcome {
         Ok(v) => v,
         Err(e) => return Outcome::Dead(format!("stored payload is not JSON: {e}")),
     };
+    if let Some(topic) = crate::writeback::wms::Topic::parse(&row.topic) {
+        return apply_wms(db, wb, row, topic, &body, &cx).await;
+    }
     let result = match Topic::parse(&row.topic) {
         Some(Topic::OrderCreate) => match shopify::parse_order(&body) {
             Ok(order) => {
@@ -139,6 +142,96 @@ pub async fn apply(db: &Client, wb: &Writeback, row: &Row) -> Outcome {
             }
         }
         None => return Outcome::Dead(format!("topic {} is not applied", row.topic)),
+    };
+    match result {
+        Ok(a) => Outcome::Applied(a),
+        Err(e) if e.is_transient() => Outcome::Retry(e),
+        Err(e) => Outcome::Dead(e.message),
+    }
+}
+
+/// Applies a warehouse webhook: a parcel after the warehouse's earlier parcels of its order,
+/// a stock count after the shipments and receipts received before it.
+async fn apply_wms(
+    db: &Client,
+    wb: &Writeback,
+    row: &Row,
+    topic: crate::writeback::wms::Topic,
+    body: &Value,
+    cx: &Ctx<'_>,
+) -> Outcome {
+    use crate::writeback::wms::{self, Topic as Wms};
+    let result = match topic {
+        Wms::Shipment | Wms::Receipt => {
+            let t = match wms::parse_transfer(topic, body) {
+                Ok(t) => t,
+                Err(e) => return Outcome::Dead(e),
+            };
+            if t.sequence > 1 {
+                let before = db
+                    .query_one(
+                        "SELECT (SELECT count(DISTINCT sequence) FROM odoo_cdc.transfers WHERE reference = $1 \
+                         AND status = 'done' AND sequence < $2) \
+                         + (SELECT count(*) FROM odoo_cdc.inbox WHERE order_key = $1 AND status = 'dead' \
+                            AND seq < $2)",
+                        &[&t.reference, &(t.sequence as i32)],
+                    )
+                    .await;
+                match before {
+                    Err(e) => return Outcome::Retry(SinkError::transient(format!("inbox: {e}"))),
+                    Ok(r) if r.get::<_, i64>(0) < i64::from(t.sequence) - 1 => {
+                        let why = format!(
+                            "parcel {} of {} ({}) waits for the warehouse's earlier parcels",
+                            t.sequence, t.reference, t.id
+                        );
+                        return if row.age_secs < wms::SEQUENCE_WAIT.as_secs_f64() {
+                            Outcome::Retry(SinkError::transient(why))
+                        } else {
+                            Outcome::Dead(format!("{why}, which never came"))
+                        };
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let r = wb.transfer(cx, &t).await;
+            if r.is_ok() {
+                // The parcels after this one need not wait for their backoff.
+                let _ = db
+                    .execute(
+                        "UPDATE odoo_cdc.inbox SET next_attempt_at = now() WHERE order_key = $1 AND status = 'pending' AND id <> $2",
+                        &[&row.order_key, &row.id],
+                    )
+                    .await;
+            }
+            r
+        }
+        Wms::InventoryAdjusted | Wms::InventorySnapshot => {
+            let c = match wms::parse_count(body) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Dead(e),
+            };
+            // A count includes what the warehouse shipped and received before it: those go
+            // into Odoo first, or the count would undo them when they land.
+            let earlier = db
+                .query_opt(
+                    "SELECT id FROM odoo_cdc.inbox WHERE shop_domain = 'wms' AND status = 'pending' \
+                     AND topic IN ('shipment/created', 'receipt/received') AND id < $1 LIMIT 1",
+                    &[&row.id],
+                )
+                .await;
+            match earlier {
+                Err(e) => return Outcome::Retry(SinkError::transient(format!("inbox: {e}"))),
+                Ok(Some(r)) => {
+                    return Outcome::Retry(SinkError::transient(format!(
+                        "stock count of {} waits for the warehouse's earlier webhook (inbox {})",
+                        c.warehouse,
+                        r.get::<_, i64>(0)
+                    )))
+                }
+                Ok(None) => {}
+            }
+            wb.stock_count(cx, &c).await
+        }
     };
     match result {
         Ok(a) => Outcome::Applied(a),
@@ -431,7 +524,7 @@ impl Inbox {
                 "SELECT id, topic, order_key, payload, attempts, next_attempt_at <= now(), \
                  extract(epoch FROM now() - received_at)::float8 \
                  FROM odoo_cdc.inbox WHERE order_key = $1 AND status = 'pending' \
-                 ORDER BY topic = 'refunds/create', id",
+                 ORDER BY topic = 'refunds/create', seq NULLS FIRST, id",
                 &[&key],
             )
             .await;
@@ -487,6 +580,15 @@ impl Inbox {
                         });
                     }
                 }
+                self.stats.count_topic(
+                    &row.topic,
+                    match &outcome {
+                        Outcome::Applied(Applied::Done { .. }) => "applied",
+                        Outcome::Applied(Applied::Refused(_)) => "refused",
+                        Outcome::Dead(_) => "dead",
+                        Outcome::Retry(_) => "retried",
+                    },
+                );
                 let stop = match &outcome {
                     Outcome::Applied(Applied::Done { .. }) => {
                         self.stats.applied.fetch_add(1, Ordering::Relaxed);

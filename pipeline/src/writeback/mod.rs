@@ -15,11 +15,13 @@
 //! up before anything is created, so an order that is going to be dead-lettered leaves nothing
 //! in Odoo. Every RPC call and its result goes to the audit trail.
 
+pub mod deliveries;
 pub mod inbox;
 pub mod lookups;
 mod order;
 mod refund;
 pub mod webhook;
+pub mod wms;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -62,6 +64,10 @@ pub struct WritebackConfig {
     pub variant_map: BTreeMap<String, String>,
     /// How long lookups are cached at most (zero: not at all).
     pub cache_ttl: std::time::Duration,
+    /// `wms.backorder = "cancel"`: what a closed warehouse order did not ship is cancelled.
+    pub cancel_short_backorders: bool,
+    /// Carrier -> tracking URL template (`{number}`), for parcels without a URL.
+    pub tracking_urls: BTreeMap<String, String>,
 }
 
 /// The write-back settings and client.
@@ -72,6 +78,8 @@ pub struct Writeback {
     pub stats: Arc<WritebackStats>,
     /// Caches of reference lookups.
     pub lookups: lookups::Lookups,
+    /// Whether stock.picking has `carrier_tracking_ref` (asked once).
+    tracking_field: std::sync::OnceLock<bool>,
 }
 
 /// Who is being written for, for the audit trail.
@@ -139,6 +147,7 @@ impl Writeback {
             cfg,
             stats: Arc::default(),
             lookups,
+            tracking_field: std::sync::OnceLock::new(),
         }
     }
 

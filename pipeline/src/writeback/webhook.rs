@@ -115,7 +115,7 @@ fn count_answer(stats: &ReceiverStats, status: StatusCode, limit: usize) {
     }
 }
 
-fn hex_digest(body: &[u8]) -> String {
+pub(crate) fn hex_digest(body: &[u8]) -> String {
     use sha2::Digest;
     Sha256::digest(body)
         .iter()
@@ -123,11 +123,82 @@ fn hex_digest(body: &[u8]) -> String {
         .collect()
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
+}
+
+/// A webhook to commit to the inbox.
+pub(crate) struct Entry<'a> {
+    /// The event's id (unique in the inbox).
+    pub event_id: &'a str,
+    /// The delivery's id.
+    pub webhook_id: Option<&'a str>,
+    /// Topic.
+    pub topic: &'a str,
+    /// Who sent it (the shop's domain, `wms`).
+    pub source: &'a str,
+    /// The ordering key (rows of one key are applied in order).
+    pub key: &'a str,
+    /// Raw body.
+    pub payload: &'a str,
+    /// When the sender says the event happened.
+    pub triggered_at: Option<&'a str>,
+    /// The event's place among its key's (a warehouse parcel's `sequence`).
+    pub seq: Option<i32>,
+}
+
+/// Commits a webhook to the inbox in one transaction with its audit line and the worker's
+/// notification: `Some(id)` when new, `None` for an event already there. A connection lost
+/// since the last webhook (a PostgreSQL restart) is replaced and the insert tried once more.
+pub(crate) async fn commit(
+    state: &crate::state::StateDb,
+    e: &Entry<'_>,
+) -> (
+    Result<Option<tokio_postgres::Row>, crate::state::StateError>,
+    Option<std::sync::Arc<tokio_postgres::Client>>,
+) {
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &e.event_id,
+        &e.webhook_id,
+        &e.topic,
+        &e.source,
+        &e.key,
+        &e.payload,
+        &e.triggered_at,
+        &e.seq,
+    ];
+    let mut inserted = Err(crate::state::StateError::Unavailable("not tried".into()));
+    let mut db = None;
+    for _ in 0..2 {
+        let c = match state.client().await {
+            Ok(c) => c,
+            Err(err) => {
+                inserted = Err(err);
+                break;
+            }
+        };
+        inserted = c
+            .query_opt(
+                // One commit: the inbox row, its audit line and the notification.
+                "WITH ins AS (INSERT INTO odoo_cdc.inbox (event_id, webhook_id, topic, shop_domain, order_key, payload, triggered_at, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING RETURNING id), \
+                 aud AS (INSERT INTO odoo_cdc.audit (shopify_id, inbox_id, kind, detail) \
+                 SELECT $5, id, 'webhook', $3 || ' event ' || $1 || ' accepted' FROM ins) \
+                 SELECT id, pg_notify('odoo_cdc_inbox', id::text) FROM ins",
+                &params,
+            )
+            .await
+            .map_err(crate::state::StateError::from);
+        let closed = c.is_closed();
+        db = Some(c);
+        if inserted.is_ok() || !closed {
+            break;
+        }
+    }
+    (inserted, db)
 }
 
 async fn receive(
@@ -186,45 +257,20 @@ async fn receive(
         .unwrap_or_else(|| format!("unknown:{event_id}"));
     let topic_stored: String =
         topic.map_or_else(|| topic_name.to_string(), |t| t.as_str().to_string());
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-        &event_id,
-        &webhook_id,
-        &topic_stored,
-        &shop,
-        &order_key,
-        &text.as_ref(),
-        &header(&headers, "x-shopify-triggered-at"),
-    ];
-    // A connection lost since the last webhook (a PostgreSQL restart) is replaced and the
-    // insert tried once more before answering 503.
-    let mut inserted = Err(crate::state::StateError::Unavailable("not tried".into()));
-    let mut db = None;
-    for _ in 0..2 {
-        let c = match r.db.client().await {
-            Ok(c) => c,
-            Err(e) => {
-                inserted = Err(e);
-                break;
-            }
-        };
-        inserted = c
-            .query_opt(
-                // One commit: the inbox row, its audit line and the notification.
-                "WITH ins AS (INSERT INTO odoo_cdc.inbox (event_id, webhook_id, topic, shop_domain, order_key, payload, triggered_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING RETURNING id), \
-                 aud AS (INSERT INTO odoo_cdc.audit (shopify_id, inbox_id, kind, detail) \
-                 SELECT $5, id, 'webhook', $3 || ' event ' || $1 || ' accepted' FROM ins) \
-                 SELECT id, pg_notify('odoo_cdc_inbox', id::text) FROM ins",
-                &params,
-            )
-            .await
-            .map_err(crate::state::StateError::from);
-        let closed = c.is_closed();
-        db = Some(c);
-        if inserted.is_ok() || !closed {
-            break;
-        }
-    }
+    let (inserted, db) = commit(
+        &r.db,
+        &Entry {
+            event_id,
+            webhook_id,
+            topic: &topic_stored,
+            source: shop,
+            key: &order_key,
+            payload: text.as_ref(),
+            triggered_at: header(&headers, "x-shopify-triggered-at"),
+            seq: None,
+        },
+    )
+    .await;
     match inserted {
         Ok(Some(row)) => {
             let id: i64 = row.get(0);

@@ -177,6 +177,36 @@ impl WmsClient {
         }
     }
 
+    /// The order with this reference as the WMS has it (`None`: unknown).
+    pub async fn order(&self, reference: &str) -> Result<Option<Value>, SinkError> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/fulfillment_orders/{}",
+                self.cfg.base_url,
+                percent_encode(reference)
+            ))
+            .bearer_auth(&self.cfg.api_key)
+            .send()
+            .await
+            .map_err(|e| from_transport("wms read", e))?;
+        let status = resp.status().as_u16();
+        let retry = crate::retry_after(&resp);
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            404 => Ok(None),
+            200 => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| SinkError::transient(format!("wms read {reference}: not JSON: {e}"))),
+            _ => Err(from_response(
+                &format!("wms read {reference}"),
+                status,
+                retry.as_deref(),
+                &text,
+            )),
+        }
+    }
+
     /// Cancels by reference; an unknown reference is success (nothing to cancel), a shipped one
     /// is permanent.
     pub async fn cancel(&self, reference: &str) -> Result<(), SinkError> {

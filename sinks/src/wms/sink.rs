@@ -22,7 +22,9 @@ impl WmsSink {
     pub fn wants(event: &RetailEvent) -> bool {
         matches!(
             event,
-            RetailEvent::FulfillmentRequested { .. } | RetailEvent::FulfillmentCancelled { .. }
+            RetailEvent::FulfillmentRequested { .. }
+                | RetailEvent::FulfillmentCancelled { .. }
+                | RetailEvent::DeliveryDone { .. }
         )
     }
 
@@ -34,8 +36,24 @@ impl WmsSink {
                 lines,
                 ship_to,
                 carrier,
+                backorder_of,
                 ..
             } => {
+                if let Some(parent) = backorder_of {
+                    // After a partial shipment the warehouse holds (or already shipped) the
+                    // rest under the parent's reference: asking again would ship it twice.
+                    let beyond = self.beyond_parent(parent).await?;
+                    let covered = lines
+                        .iter()
+                        .all(|l| beyond.get(&l.sku).is_some_and(|q| *q >= l.quantity));
+                    if covered {
+                        tracing::info!(%reference, parent = %parent.reference, "backorder: the warehouse has the rest under the parent's order; not requested again");
+                        return Ok(true);
+                    }
+                    if !beyond.is_empty() {
+                        tracing::warn!(%reference, parent = %parent.reference, ?beyond, "backorder: the warehouse holds part of it under the parent; requesting it as its own order");
+                    }
+                }
                 let created = self
                     .client
                     .create(reference, lines, ship_to, carrier.as_deref())
@@ -45,12 +63,86 @@ impl WmsSink {
                 }
                 Ok(matches!(created, Created::AlreadyThere | Created::Shipped))
             }
-            RetailEvent::FulfillmentCancelled { reference } => {
+            RetailEvent::FulfillmentCancelled {
+                reference,
+                backorder_of,
+            } => {
                 self.client.cancel(reference).await?;
+                if let Some(parent) = backorder_of {
+                    // The rest of a partial shipment is at the WMS under the parent: what has
+                    // not shipped of it is cancelled there.
+                    let open = self
+                        .client
+                        .order(&parent.reference)
+                        .await?
+                        .is_some_and(|o| {
+                            o["status"] == "open" || o["status"] == "partially_shipped"
+                        });
+                    if open {
+                        self.client.cancel(&parent.reference).await?;
+                    }
+                }
                 Ok(false)
+            }
+            RetailEvent::DeliveryDone { reference, .. } => {
+                // Validated in Odoo while the warehouse has not shipped any of it: someone
+                // shipped it by other means; the warehouse order is cancelled so it does not
+                // ship twice. A warehouse that shipped it (in part) is left alone.
+                let untouched = self.client.order(reference).await?.is_some_and(|o| {
+                    o["status"] == "open"
+                        && o["shipments"].as_array().is_none_or(|s| s.is_empty())
+                        && o["lines"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .all(|l| l["shipped_quantity"].as_u64().unwrap_or(0) == 0)
+                });
+                if untouched {
+                    tracing::warn!(%reference, "validated in Odoo before the warehouse shipped it; cancelling the warehouse order so it does not ship twice");
+                    self.client.cancel(reference).await?;
+                }
+                Ok(!untouched)
             }
             _ => Ok(false),
         }
+    }
+}
+
+impl WmsSink {
+    /// What the warehouse was asked for under a backorder's parent beyond what the parent
+    /// delivered in Odoo, by SKU: units still to ship there, or shipped and not yet in Odoo.
+    async fn beyond_parent(
+        &self,
+        parent: &transforms::events::BackorderOf,
+    ) -> Result<std::collections::BTreeMap<String, rust_decimal::Decimal>, SinkError> {
+        use rust_decimal::Decimal;
+        let mut out = std::collections::BTreeMap::new();
+        let Some(order) = self.client.order(&parent.reference).await? else {
+            return Ok(out);
+        };
+        let cancelled = order["status"] == "cancelled";
+        for l in order["lines"].as_array().into_iter().flatten() {
+            let Some(sku) = l["sku"].as_str() else {
+                continue;
+            };
+            let asked = l["quantity"].as_u64().unwrap_or(0);
+            let shipped = l["shipped_quantity"].as_u64().unwrap_or(0);
+            let at_wms = Decimal::from(if cancelled {
+                shipped
+            } else {
+                asked.max(shipped)
+            });
+            let done: Decimal = parent
+                .done
+                .iter()
+                .filter(|d| d.sku == sku)
+                .map(|d| d.quantity)
+                .sum();
+            if at_wms > done {
+                *out.entry(sku.to_string()).or_default() += at_wms - done;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -61,6 +153,14 @@ impl crate::sink::Sink for WmsSink {
 
     fn wants(&self) -> crate::sink::Wants {
         std::sync::Arc::new(WmsSink::wants)
+    }
+
+    fn key(&self, event: &RetailEvent) -> String {
+        match event {
+            // In order with the picking's requests.
+            RetailEvent::DeliveryDone { reference, .. } => reference.clone(),
+            e => e.key(),
+        }
     }
 
     fn batching(&self, partitions: usize) -> crate::sink::Batching {
