@@ -56,6 +56,17 @@ pub struct Batching {
     pub write_interval: Duration,
 }
 
+impl Batching {
+    /// Each event goes at once, a few per partition in one delivery (sinks whose calls are one
+    /// event each: the WMS, Shopify's fulfillments).
+    pub fn at_once(partitions: usize) -> Self {
+        Batching {
+            slice: partitions.max(1) * 4,
+            write_interval: Duration::ZERO,
+        }
+    }
+}
+
 /// What a sink's own turn did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {

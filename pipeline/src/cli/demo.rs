@@ -182,7 +182,7 @@ async fn run_inner(
         .enumerate()
         .map(|(i, w)| (w.code.clone(), format!("gid://shopify/Location/{}", i + 1)))
         .collect();
-    let shopify_sink = sinks::shopify::ShopifySink::new(sinks::shopify::ShopifyConfig {
+    let shopify_config = sinks::shopify::ShopifyConfig {
         graphql_url: shopify.graphql_url(),
         access_token: "shpat_emulator".into(),
         location_map,
@@ -192,18 +192,9 @@ async fn run_inner(
         timeout: Duration::from_secs(5),
         write_interval: sinks::shopify::DEFAULT_WRITE_INTERVAL,
         urgent_below: sinks::shopify::DEFAULT_URGENT_BELOW,
-    })?;
-    let fulfillment_client = sinks::shopify::ShopifyClient::new(sinks::shopify::ShopifyConfig {
-        graphql_url: shopify.graphql_url(),
-        access_token: "shpat_emulator".into(),
-        location_map: BTreeMap::new(),
-        sku_map: BTreeMap::new(),
-        safety_stock: 0,
-        safety_stock_by_sku: BTreeMap::new(),
-        timeout: Duration::from_secs(5),
-        write_interval: sinks::shopify::DEFAULT_WRITE_INTERVAL,
-        urgent_below: sinks::shopify::DEFAULT_URGENT_BELOW,
-    })?;
+    };
+    let fulfillment_client = sinks::shopify::ShopifyClient::new(shopify_config.clone())?;
+    let shopify_sink = sinks::shopify::ShopifySink::new(shopify_config)?;
     let wms_sink = sinks::wms::WmsSink::new(sinks::wms::WmsClient::new(sinks::wms::WmsConfig {
         base_url: wms.url(),
         api_key: "wms-key".into(),

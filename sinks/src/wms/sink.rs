@@ -164,10 +164,7 @@ impl crate::sink::Sink for WmsSink {
     }
 
     fn batching(&self, partitions: usize) -> crate::sink::Batching {
-        crate::sink::Batching {
-            slice: partitions.max(1) * 4,
-            write_interval: std::time::Duration::ZERO,
-        }
+        crate::sink::Batching::at_once(partitions)
     }
 
     fn deliver<'a>(
