@@ -128,6 +128,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare Odoo with Shopify (levels vs sellable less holds and safety stock) and the WMS
+    /// (orders vs ready deliveries), report each drift with its likely reason, and with --fix
+    /// heal it through the sinks' idempotent path and read it back. Exit 0: no drift left;
+    /// 1: drift remains; 2: cannot run.
+    Reconcile {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+        /// One system: shopify or wms (default: every configured one).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Heal the drift that delivering Odoo's state again heals.
+        #[arg(long)]
+        fix: bool,
+        /// Longest wait, in seconds, for the running pipeline to pass the first snapshot
+        /// before a difference is checked again.
+        #[arg(long, default_value_t = 10)]
+        settle_secs: u64,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -383,6 +405,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let code = pipeline::cli::status::run(cfg, json, &mut stdout).await?;
             return Ok(ExitCode::from(code));
+        }
+        Command::Reconcile {
+            config,
+            sink,
+            fix,
+            settle_secs,
+            json,
+        } => {
+            let opts = pipeline::ops::reconcile::Options {
+                sink,
+                fix,
+                settle: Duration::from_secs(settle_secs),
+            };
+            let result = match load_config(&config) {
+                Ok(cfg) => pipeline::ops::reconcile::run(cfg, opts, json, &mut stdout).await,
+                Err(e) => Err(e),
+            };
+            return Ok(match result {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("odoo-cdc: reconcile: {e:#}");
+                    ExitCode::from(2)
+                }
+            });
         }
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)

@@ -10,4 +10,4 @@ pub use client::ShopifyClient;
 pub use config::{ShopifyConfig, DEFAULT_URGENT_BELOW, DEFAULT_WRITE_INTERVAL};
 pub use fulfillment::{Deliveries, FulfillmentSink, Shipped};
 pub use guard::{GuardChannel, GuardNote, GuardedShopify};
-pub use sink::{Guard, LevelKey, Report, ShopifySink};
+pub use sink::{Guard, LevelCheck, LevelKey, Report, ShopifySink};

@@ -79,6 +79,34 @@ pub struct Report {
     pub stale: usize,
 }
 
+/// One level as reconciliation sees it: what the sink would have Shopify show, and what
+/// Shopify shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelCheck {
+    /// SKU.
+    pub sku: String,
+    /// Odoo warehouse code.
+    pub warehouse: String,
+    /// Odoo's sellable quantity, whole units.
+    pub sellable: i64,
+    /// Units held back for Shopify orders Odoo has not reserved yet.
+    pub held: i64,
+    /// Safety stock of the SKU.
+    pub safety: i64,
+    /// What Shopify should show: sellable less held and safety stock, at least 0.
+    pub target: i64,
+    /// Shopify's `available`, or why the level cannot be read (no location mapping, SKU not in
+    /// Shopify, item not stocked at the location).
+    pub shopify: Result<i64, String>,
+}
+
+impl LevelCheck {
+    /// Whether Shopify shows what it should.
+    pub fn agrees(&self) -> bool {
+        self.shopify.as_ref().is_ok_and(|q| *q == self.target)
+    }
+}
+
 /// The Shopify inventory sink.
 pub struct ShopifySink {
     cfg: ShopifyConfig,
@@ -350,6 +378,58 @@ impl ShopifySink {
                     data[format!("l{i}")]["inventoryLevel"]["quantities"][0]["quantity"].as_i64();
                 out.insert(key.clone(), q);
             }
+        }
+        Ok(out)
+    }
+
+    /// Reads Shopify's `available` for each (sku, warehouse, Odoo sellable) and says what the
+    /// sink would write there; the levels read become the sink's known levels, so a
+    /// [`ShopifySink::deliver`] of the same levels afterwards writes only those that differ,
+    /// compare-and-swap against what was read.
+    pub async fn check_levels(
+        &mut self,
+        levels: &[(String, String, Decimal)],
+    ) -> Result<Vec<LevelCheck>, SinkError> {
+        for (sku, wh, qty) in levels {
+            self.sellable.insert((sku.clone(), wh.clone()), *qty);
+        }
+        let skus: Vec<String> = levels.iter().map(|(s, _, _)| s.clone()).collect();
+        self.resolve_items(&skus).await?;
+        let keys: Vec<Option<LevelKey>> = levels
+            .iter()
+            .map(|(sku, wh, _)| {
+                Some((self.items.get(sku)?, self.cfg.location_map.get(wh)?.clone()))
+            })
+            .collect();
+        let wanted: Vec<LevelKey> = keys.iter().flatten().cloned().collect();
+        let read = self.read_levels(&wanted).await?;
+        let mut out = Vec::with_capacity(levels.len());
+        for ((sku, wh, qty), key) in levels.iter().zip(&keys) {
+            let sellable = qty.floor().to_i64().unwrap_or(0);
+            let safety = self.safety(sku);
+            let held = key.as_ref().map_or(0, |k| self.guard.hold(k));
+            let shopify = match key {
+                None if !self.cfg.location_map.contains_key(wh) => {
+                    Err(format!("warehouse {wh} has no Shopify location mapping"))
+                }
+                None => Err(format!("SKU {sku} is not in Shopify")),
+                Some(k) => match read.get(k).copied().flatten() {
+                    Some(q) => {
+                        self.last_known.insert(k.clone(), q);
+                        Ok(q)
+                    }
+                    None => Err(format!("{} is not stocked at {}", k.0, k.1)),
+                },
+            };
+            out.push(LevelCheck {
+                sku: sku.clone(),
+                warehouse: wh.clone(),
+                sellable,
+                held,
+                safety,
+                target: (sellable - held - safety).max(0),
+                shopify,
+            });
         }
         Ok(out)
     }

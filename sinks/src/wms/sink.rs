@@ -43,10 +43,7 @@ impl WmsSink {
                     // After a partial shipment the warehouse holds (or already shipped) the
                     // rest under the parent's reference: asking again would ship it twice.
                     let beyond = self.beyond_parent(parent).await?;
-                    let covered = lines
-                        .iter()
-                        .all(|l| beyond.get(&l.sku).is_some_and(|q| *q >= l.quantity));
-                    if covered {
+                    if covers(&beyond, lines) {
                         tracing::info!(%reference, parent = %parent.reference, "backorder: the warehouse has the rest under the parent's order; not requested again");
                         return Ok(true);
                     }
@@ -108,7 +105,85 @@ impl WmsSink {
     }
 }
 
+/// Whether what the warehouse holds under a backorder's parent covers the backorder's lines.
+fn covers(
+    beyond: &std::collections::BTreeMap<String, rust_decimal::Decimal>,
+    lines: &[transforms::events::PickLine],
+) -> bool {
+    lines
+        .iter()
+        .all(|l| beyond.get(&l.sku).is_some_and(|q| *q >= l.quantity))
+}
+
 impl WmsSink {
+    /// Reconciliation of one ready delivery (a `FulfillmentRequested` of a snapshot) against
+    /// the warehouse: `None` when the warehouse has what Odoo asks of it (or holds it under the
+    /// backorder's parent), else what the warehouse has, the drift, and whether delivering the
+    /// event again heals it.
+    pub async fn check(
+        &self,
+        event: &RetailEvent,
+    ) -> Result<Option<(String, String, bool)>, SinkError> {
+        let RetailEvent::FulfillmentRequested {
+            reference,
+            lines,
+            backorder_of,
+            ..
+        } = event
+        else {
+            return Ok(None);
+        };
+        if let Some(parent) = backorder_of {
+            if covers(&self.beyond_parent(parent).await?, lines) {
+                return Ok(None);
+            }
+        }
+        let Some(order) = self.client.order(reference).await? else {
+            return Ok(Some((
+                "no order".into(),
+                "ready in Odoo, not at the WMS".into(),
+                true,
+            )));
+        };
+        let status = order["status"].as_str().unwrap_or("");
+        let at_wms: std::collections::BTreeMap<String, u64> = order["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| Some((l["sku"].as_str()?.to_string(), l["quantity"].as_u64()?)))
+            .collect();
+        let wanted: std::collections::BTreeMap<String, u64> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.sku.clone(),
+                    rust_decimal::prelude::ToPrimitive::to_u64(&l.quantity.ceil()).unwrap_or(0),
+                )
+            })
+            .collect();
+        let has = format!("{status}: {at_wms:?}");
+        Ok(match status {
+            "cancelled" => Some((
+                has,
+                "cancelled at the WMS, still ready in Odoo: needs a person (cancel it in Odoo or                  send it again under a new reference)"
+                    .into(),
+                false,
+            )),
+            "shipped" => Some((
+                has,
+                "shipped by the WMS, not validated in Odoo: its shipment webhook has not been                  applied (see `odoo-cdc status` and `dlq list`)"
+                    .into(),
+                false,
+            )),
+            _ if at_wms != wanted => Some((
+                has,
+                format!("the WMS has {at_wms:?}, Odoo reserves {wanted:?}"),
+                status == "open",
+            )),
+            _ => None,
+        })
+    }
+
     /// What the warehouse was asked for under a backorder's parent beyond what the parent
     /// delivered in Odoo, by SKU: units still to ship there, or shipped and not yet in Odoo.
     async fn beyond_parent(

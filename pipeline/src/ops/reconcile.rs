@@ -1,0 +1,584 @@
+//! `odoo-cdc reconcile [--sink shopify|wms] [--fix]`: compares Odoo with each system the
+//! pipeline keeps in step with it, reports the drift with the reason it can infer, and with
+//! `--fix` heals it through the sink's own idempotent path, reading the result back.
+//!
+//! Odoo's side is a repeatable-read snapshot of the published tables taken through the same
+//! transforms as the stream (what the initial synchronisation would deliver now). A system read
+//! while the stream still carries a change is not drift: a difference found in a first round is
+//! reported only when it is still there in a second round, taken after the running pipeline
+//! confirmed the first snapshot's position (or `settle` ran out).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::{json, Value};
+use transforms::{OdooVersion, RetailEvent, Sourced};
+
+use crate::config::Config;
+
+/// The systems reconciliation compares with Odoo.
+pub const SINKS: [&str; 2] = ["shopify", "wms"];
+
+/// One difference between Odoo and a system.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Drift {
+    /// `shopify` or `wms`.
+    pub sink: String,
+    /// What differs: `sku@warehouse` or a picking's name.
+    pub key: String,
+    /// What Odoo says it should be.
+    pub odoo: String,
+    /// What the system has.
+    pub system: String,
+    /// Why, as far as it can be told.
+    pub reason: String,
+    /// Whether delivering Odoo's state again through the sink heals it.
+    pub fixable: bool,
+    /// With `--fix`: healed and read back.
+    pub fixed: bool,
+}
+
+/// A run's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it ran (RFC 3339, the state database's clock).
+    pub at: String,
+    /// The last snapshot's position.
+    pub snapshot_lsn: String,
+    /// What was compared, per system.
+    pub checked: BTreeMap<String, usize>,
+    /// The differences still there in the second round.
+    pub drifts: Vec<Drift>,
+    /// What was not compared, by reason, with how many: an Odoo warehouse not mapped to a
+    /// Shopify location, a SKU Shopify does not sell (configuration, not drift).
+    pub skipped: BTreeMap<String, usize>,
+    /// Said once when the running pipeline had not confirmed the first snapshot's position
+    /// within the settle time (its drifts may be changes still on their way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_behind: Option<String>,
+}
+
+impl Report {
+    /// Drifts not healed.
+    pub fn open(&self) -> usize {
+        self.drifts.iter().filter(|d| !d.fixed).count()
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// One system, or all configured ones.
+    pub sink: Option<String>,
+    /// Heal what can be healed.
+    pub fix: bool,
+    /// Longest wait for the running pipeline to pass the first snapshot.
+    pub settle: Duration,
+}
+
+/// Odoo's side, from one snapshot.
+struct OdooSide {
+    lsn: cdc::Lsn,
+    levels: BTreeMap<(String, String), Decimal>,
+    deliveries: BTreeMap<String, RetailEvent>,
+}
+
+async fn odoo_side(cfg: &Config, source: &cdc::SourceConfig) -> Result<OdooSide> {
+    let version = match cfg.source.odoo_version {
+        17 => OdooVersion::V17,
+        19 => OdooVersion::V19,
+        _ => OdooVersion::V18,
+    };
+    let mut loaded =
+        crate::runtime::capture::restore_snapshot(source, &cfg.source.publication, version)
+            .await
+            .context("reading Odoo's tables")?;
+    let events: Vec<Sourced> = loaded.transformer.finish_initial(loaded.lsn.0, None);
+    let mut side = OdooSide {
+        lsn: loaded.lsn,
+        levels: BTreeMap::new(),
+        deliveries: BTreeMap::new(),
+    };
+    for s in events {
+        match s.event {
+            RetailEvent::SellableChanged {
+                sku,
+                warehouse,
+                qty,
+            } => {
+                side.levels.insert((sku, warehouse), qty);
+            }
+            e @ RetailEvent::FulfillmentRequested { .. } => {
+                side.deliveries.insert(e.key(), e);
+            }
+            _ => {}
+        }
+    }
+    Ok(side)
+}
+
+/// Shopify orders whose webhook is committed and not yet applied to Odoo: Shopify took their
+/// units, Odoo's sellable quantities do not show it yet.
+async fn pending_orders(state: &crate::state::StateDb) -> Vec<sinks::shopify::GuardNote> {
+    let mut settled = std::collections::BTreeSet::new();
+    let notes = crate::writeback::inbox::held_orders(state).await;
+    for n in &notes {
+        if let sinks::shopify::GuardNote::Settled { order, .. } = n {
+            settled.insert(order.clone());
+        }
+    }
+    notes
+        .into_iter()
+        .filter(|n| matches!(n, sinks::shopify::GuardNote::Received { order, .. } if !settled.contains(order)))
+        .collect()
+}
+
+/// One system's comparison: the sink that read it, the drifts, how many were compared, and
+/// what was not, by reason.
+struct Checked<S> {
+    sink: S,
+    drifts: Vec<Drift>,
+    checked: usize,
+    skipped: BTreeMap<String, usize>,
+}
+
+async fn shopify_drifts(
+    cfg: &Config,
+    state: &std::sync::Arc<crate::state::StateDb>,
+    side: &OdooSide,
+    only: Option<&[(String, String)]>,
+) -> Result<Checked<sinks::shopify::ShopifySink>> {
+    let sinks = crate::cli::run::build_sinks(cfg, state).await?;
+    let mut sink = sinks
+        .shopify
+        .context("the shopify sink is not configured")?;
+    for note in pending_orders(state).await {
+        if let sinks::shopify::GuardNote::Received { lines, .. } = note {
+            for (sku, location, units) in lines {
+                sink.order_received(&sku, location.as_deref(), units)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("Shopify: {}", e.message))?;
+            }
+        }
+    }
+    let levels: Vec<(String, String, Decimal)> = side
+        .levels
+        .iter()
+        .filter(|(k, _)| only.is_none_or(|o| o.contains(k)))
+        .map(|((s, w), q)| (s.clone(), w.clone(), *q))
+        .collect();
+    let checks = sink
+        .check_levels(&levels)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading Shopify's levels: {}", e.message))?;
+    let mut skipped = BTreeMap::new();
+    let mut checked = 0;
+    let mut drifts = Vec::new();
+    for c in &checks {
+        let q = match &c.shopify {
+            Err(why) => {
+                // Per reason, not per SKU: "SKU X is not in Shopify" -> one count.
+                let why = if why.starts_with("SKU ") {
+                    "SKU not in Shopify".to_string()
+                } else if why.contains(" is not stocked at ") {
+                    "item not stocked at the mapped location".to_string()
+                } else {
+                    why.clone()
+                };
+                *skipped.entry(why).or_default() += 1;
+                continue;
+            }
+            Ok(q) => *q,
+        };
+        checked += 1;
+        if c.agrees() {
+            continue;
+        }
+        drifts.push({
+            let odoo = format!(
+                "{} (sellable {}, held {}, safety {})",
+                c.target, c.sellable, c.held, c.safety
+            );
+            let (system, reason, fixable) = match q {
+                q if q > c.target => (
+                    q.to_string(),
+                    format!(
+                        "Shopify offers {} more than Odoo can sell: oversell risk",
+                        q - c.target
+                    ),
+                    true,
+                ),
+                q => (
+                    q.to_string(),
+                    format!(
+                        "Shopify shows {} fewer than Odoo can sell: lost sales",
+                        c.target - q
+                    ),
+                    true,
+                ),
+            };
+            Drift {
+                sink: "shopify".into(),
+                key: format!("{}@{}", c.sku, c.warehouse),
+                odoo,
+                system,
+                reason,
+                fixable,
+                fixed: false,
+            }
+        });
+    }
+    Ok(Checked {
+        sink,
+        drifts,
+        checked,
+        skipped,
+    })
+}
+
+async fn wms_drifts(
+    cfg: &Config,
+    state: &std::sync::Arc<crate::state::StateDb>,
+    side: &OdooSide,
+    only: Option<&[String]>,
+) -> Result<Checked<sinks::wms::WmsSink>> {
+    let sinks = crate::cli::run::build_sinks(cfg, state).await?;
+    let sink = sinks.wms.context("the wms sink is not configured")?;
+    let mut drifts = Vec::new();
+    let mut checked = 0;
+    for (reference, event) in &side.deliveries {
+        if only.is_some_and(|o| !o.contains(reference)) {
+            continue;
+        }
+        checked += 1;
+        let found = sink
+            .check(event)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the WMS: {}", e.message))?;
+        if let Some((system, reason, fixable)) = found {
+            let lines = match event {
+                RetailEvent::FulfillmentRequested { lines, .. } => lines
+                    .iter()
+                    .map(|l| format!("{} x{}", l.sku, l.quantity.normalize()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            drifts.push(Drift {
+                sink: "wms".into(),
+                key: reference.clone(),
+                odoo: format!("ready: {lines}"),
+                system,
+                reason,
+                fixable,
+                fixed: false,
+            });
+        }
+    }
+    Ok(Checked {
+        sink,
+        drifts,
+        checked,
+        skipped: BTreeMap::new(),
+    })
+}
+
+/// The slot's confirmed position, when there is a slot.
+async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Option<cdc::Lsn> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .ok()??;
+    row.get::<_, Option<String>>(0)?.parse().ok()
+}
+
+/// Runs reconciliation: two rounds, then the fixes, each read back.
+pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
+    let source = crate::cli::dlq::source_of(&mut cfg, !opts.fix)?;
+    let client = source.sql_client().await?;
+    crate::state::migrate(&client).await?;
+    let state = crate::state::StateDb::fixed(client);
+    let wanted = |name: &str| {
+        opts.sink.as_deref().is_none_or(|s| s == name)
+            && match name {
+                "shopify" => cfg.sinks.shopify.is_some(),
+                "wms" => cfg.sinks.wms.is_some(),
+                _ => false,
+            }
+    };
+    if let Some(s) = opts.sink.as_deref() {
+        anyhow::ensure!(
+            SINKS.contains(&s),
+            "--sink {s}: reconciliation compares Odoo with {}",
+            SINKS.join(" or ")
+        );
+        anyhow::ensure!(wanted(s), "--sink {s}: the {s} sink is not configured");
+    }
+    // Round 1: every level and ready delivery.
+    let first = odoo_side(&cfg, &source).await?;
+    let mut shopify = None;
+    let mut wms = None;
+    if wanted("shopify") {
+        shopify = Some(shopify_drifts(&cfg, &state, &first, None).await?);
+    }
+    if wanted("wms") {
+        wms = Some(wms_drifts(&cfg, &state, &first, None).await?);
+    }
+    let mut checked = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
+    for (name, c) in [
+        ("shopify", shopify.as_ref().map(|c| (c.checked, &c.skipped))),
+        ("wms", wms.as_ref().map(|c| (c.checked, &c.skipped))),
+    ] {
+        if let Some((n, s)) = c {
+            checked.insert(name.to_string(), n);
+            for (why, k) in s {
+                skipped.insert(format!("{name}: {why}"), *k);
+            }
+        }
+    }
+    let any = shopify.as_ref().is_some_and(|c| !c.drifts.is_empty())
+        || wms.as_ref().is_some_and(|c| !c.drifts.is_empty());
+    let mut last = first.lsn;
+    let mut behind = None;
+    if any {
+        // Round 2, once the running pipeline has delivered what the first snapshot saw.
+        let client = state.client().await?;
+        let deadline = tokio::time::Instant::now() + opts.settle;
+        loop {
+            match confirmed(&client, &cfg.source.slot).await {
+                Some(at) if at >= first.lsn => break,
+                None => break,
+                Some(at) if tokio::time::Instant::now() >= deadline => {
+                    behind = Some(format!(
+                        "the pipeline confirmed {at}, not yet the snapshot's {} after {:?}: drifts may be changes on their way",
+                        first.lsn, opts.settle
+                    ));
+                    break;
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        let second = odoo_side(&cfg, &source).await?;
+        last = second.lsn;
+        if let Some(c) = shopify.as_mut() {
+            let keys: Vec<(String, String)> = c
+                .drifts
+                .iter()
+                .filter_map(|d| {
+                    let (s, w) = d.key.rsplit_once('@')?;
+                    Some((s.to_string(), w.to_string()))
+                })
+                .collect();
+            let again = shopify_drifts(&cfg, &state, &second, Some(&keys)).await?;
+            c.sink = again.sink;
+            c.drifts = again.drifts;
+        }
+        if let Some(c) = wms.as_mut() {
+            let keys: Vec<String> = c.drifts.iter().map(|d| d.key.clone()).collect();
+            let again = wms_drifts(&cfg, &state, &second, Some(&keys)).await?;
+            c.sink = again.sink;
+            c.drifts = again.drifts;
+        }
+        if opts.fix {
+            if let Some(c) = shopify.as_mut() {
+                fix_shopify(&mut c.sink, &mut c.drifts, &second).await?;
+            }
+            if let Some(c) = wms.as_mut() {
+                fix_wms(&mut c.sink, &mut c.drifts, &second).await?;
+            }
+        }
+    }
+    let mut drifts = Vec::new();
+    drifts.extend(shopify.map(|c| c.drifts).unwrap_or_default());
+    drifts.extend(wms.map(|c| c.drifts).unwrap_or_default());
+    let at: String = state
+        .client()
+        .await?
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+            &[],
+        )
+        .await?
+        .get(0);
+    let report = Report {
+        at,
+        snapshot_lsn: last.to_string(),
+        checked,
+        drifts,
+        skipped,
+        pipeline_behind: behind,
+    };
+    // Kept for the workbench's Drift page and `status`.
+    crate::state::put(
+        &state,
+        "reconcile.last",
+        &serde_json::to_string(&report).unwrap_or_default(),
+    )
+    .await?;
+    // Each fix in the audit trail (under `reconcile`: `odoo-cdc audit --order reconcile`).
+    let client = state.client().await?;
+    for d in report.drifts.iter().filter(|d| d.fixed) {
+        let detail = json!({"sink": d.sink, "key": d.key, "was": d.system, "now": d.odoo, "reason": d.reason});
+        crate::state::audit(
+            &client,
+            "reconcile",
+            None,
+            "reconcile.fixed",
+            &detail.to_string(),
+            None,
+        )
+        .await;
+    }
+    Ok(report)
+}
+
+async fn fix_shopify(
+    sink: &mut sinks::shopify::ShopifySink,
+    drifts: &mut [Drift],
+    side: &OdooSide,
+) -> Result<()> {
+    let events: Vec<RetailEvent> = drifts
+        .iter()
+        .filter(|d| d.fixable)
+        .filter_map(|d| {
+            let (sku, wh) = d.key.rsplit_once('@')?;
+            let qty = side.levels.get(&(sku.to_string(), wh.to_string()))?;
+            Some(RetailEvent::SellableChanged {
+                sku: sku.to_string(),
+                warehouse: wh.to_string(),
+                qty: *qty,
+            })
+        })
+        .collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let report = sink
+        .deliver(&events)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing Shopify: {}", e.message))?;
+    for (key, e) in &report.failed {
+        if let Some(d) = drifts.iter_mut().find(|d| &d.key == key) {
+            d.reason = format!("{}; the fix failed: {}", d.reason, e.message);
+        }
+    }
+    // Read back: a level counts as fixed only when Shopify now shows what it should.
+    let levels: Vec<(String, String, Decimal)> = events
+        .iter()
+        .filter_map(|e| match e {
+            RetailEvent::SellableChanged {
+                sku,
+                warehouse,
+                qty,
+            } => Some((sku.clone(), warehouse.clone(), *qty)),
+            _ => None,
+        })
+        .collect();
+    let after = sink
+        .check_levels(&levels)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading Shopify's levels back: {}", e.message))?;
+    for c in after {
+        let key = format!("{}@{}", c.sku, c.warehouse);
+        if let Some(d) = drifts.iter_mut().find(|d| d.key == key) {
+            d.fixed = c.agrees();
+        }
+    }
+    Ok(())
+}
+
+async fn fix_wms(
+    sink: &mut sinks::wms::WmsSink,
+    drifts: &mut [Drift],
+    side: &OdooSide,
+) -> Result<()> {
+    for d in drifts.iter_mut().filter(|d| d.fixable) {
+        let Some(event) = side.deliveries.get(&d.key) else {
+            continue;
+        };
+        if let Err(e) = sink.deliver(event).await {
+            d.reason = format!("{}; the fix failed: {}", d.reason, e.message);
+            continue;
+        }
+        // Read back.
+        d.fixed = sink
+            .check(event)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the WMS back: {}", e.message))?
+            .is_none();
+    }
+    Ok(())
+}
+
+/// Prints a report: one line per drift and a closing line, or one JSON document.
+pub fn print(report: &Report, as_json: bool, out: &mut impl Write) -> Result<()> {
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
+        return Ok(());
+    }
+    for d in &report.drifts {
+        let state = if d.fixed {
+            "fixed"
+        } else if d.fixable {
+            "drift"
+        } else {
+            "needs a person"
+        };
+        writeln!(
+            out,
+            "{state}\t{}\t{}\todoo {}\t{} {}\t{}",
+            d.sink, d.key, d.odoo, d.sink, d.system, d.reason
+        )?;
+    }
+    for (why, n) in &report.skipped {
+        writeln!(out, "not compared\t{n}\t{why}")?;
+    }
+    if let Some(b) = &report.pipeline_behind {
+        writeln!(out, "note: {b}")?;
+    }
+    let checked: Vec<String> = report
+        .checked
+        .iter()
+        .map(|(s, n)| {
+            let what = if s == "shopify" {
+                "levels"
+            } else {
+                "ready deliveries"
+            };
+            format!("{s} {n} {what}")
+        })
+        .collect();
+    let fixed = report.drifts.len() - report.open();
+    writeln!(
+        out,
+        "reconcile at {} (snapshot {}): {} checked; {} drift(s), {fixed} fixed, {} open",
+        report.at,
+        report.snapshot_lsn,
+        checked.join(", "),
+        report.drifts.len(),
+        report.open()
+    )?;
+    Ok(())
+}
+
+/// `odoo-cdc reconcile`: exit 0 when nothing drifts (or everything was fixed and read back),
+/// 1 when drift remains.
+pub async fn run(cfg: Config, opts: Options, as_json: bool, out: &mut impl Write) -> Result<u8> {
+    let report = reconcile(cfg, &opts).await?;
+    print(&report, as_json, out)?;
+    Ok(if report.open() == 0 { 0 } else { 1 })
+}
+
+/// The last run's report as kept in the state database.
+pub async fn last(state: &crate::state::StateDb) -> Option<Value> {
+    let text = crate::state::get(state, "reconcile.last").await.ok()??;
+    serde_json::from_str(&text).ok()
+}

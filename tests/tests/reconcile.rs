@@ -1,0 +1,176 @@
+//! `odoo-cdc reconcile` next to a running pipeline: a consistent system reports nothing; a
+//! level edited in Shopify's admin and an order the WMS lost are found with their reasons
+//! (exit 1), healed by `--fix` through the sinks and read back (exit 0), recorded in the audit
+//! trail, and a run after that reports nothing again.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fixtures::emulator::shopify::{ShopifyConfig as ShopCfg, ShopifyEmulator};
+use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
+use odoo_cdc_tests::{
+    odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, stop_term, wait_until, Db, Running,
+};
+
+const ENV: [(&str, &str); 2] = [
+    ("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_emulator"),
+    ("ODOO_CDC_WMS_API_KEY", "wms-key"),
+];
+
+fn reconcile(config: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(odoo_cdc_bin())
+        .args(["reconcile", "--config", config.to_str().unwrap()])
+        .args(["--settle-secs", "5"])
+        .args(extra)
+        .envs(ENV)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
+    let db = Db::start();
+    let (mut c, info) = seeded_and_published(&db, 3).await;
+    let wh = info.warehouses[0].code.clone();
+    let shopify = ShopifyEmulator::start(ShopCfg::default(), 0).await.unwrap();
+    let items: Vec<u64> = info
+        .products
+        .iter()
+        .map(|p| shopify.add_item(&p.sku, &[(1, 0)]))
+        .collect();
+    let wms = WmsEmulator::start(
+        WmsCfg {
+            ship_delay: Duration::from_secs(36_000),
+            ..WmsCfg::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = scratch_dir();
+    let config = dir.join("odoo-cdc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n\n[sinks.wms]\nbase_url = \"{}\"\n\n\
+             [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {wh} = \"gid://shopify/Location/1\" }}\n",
+            db.url(),
+            wms.url(),
+            shopify.graphql_url(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("run.log");
+    let mut child = Running(
+        Command::new(odoo_cdc_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .envs(ENV)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(odoo_cdc_tests::wait_bootstrapped(&db).await);
+    let (_, picking, ready) = sell_one(&mut c, &info, 0).await;
+    assert!(ready);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            wms.orders().contains_key(&picking)
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // A consistent system: nothing to report.
+    let (code, out, err) = reconcile(&config, &[]);
+    println!("{out}");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("shopify 3 levels, wms 1 ready deliveries checked; 0 drift(s)"),
+        "{out}"
+    );
+    // The second warehouse is not mapped to Shopify: not compared, and said so.
+    assert!(out.contains("not compared\t3\tshopify: warehouse"), "{out}");
+
+    // Drift: a merchant sets a level 5 higher in Shopify's admin; the WMS loses the order.
+    let before = shopify.level(items[1], 1).unwrap().available;
+    assert!(shopify.set_available(items[1], 1, before + 5));
+    assert!(wms.lose_order(&picking));
+    let (code, out, err) = reconcile(&config, &[]);
+    println!("{out}");
+    assert_eq!(code, 1, "{out}{err}");
+    let sku = &info.products[1].sku;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("drift\tshopify\t{sku}@{wh}")))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("Shopify offers 5 more than Odoo can sell: oversell risk"),
+        "{line}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("drift\twms\t{picking}"))
+                && l.contains("ready in Odoo, not at the WMS")),
+        "{out}"
+    );
+    assert!(out.contains("2 drift(s), 0 fixed, 2 open"), "{out}");
+    // Reporting changes nothing.
+    assert_eq!(
+        shopify.level(items[1], 1).map(|l| l.available),
+        Some(before + 5)
+    );
+    assert!(!wms.orders().contains_key(&picking));
+
+    // --fix heals both through the sinks and reads them back.
+    let (code, out, err) = reconcile(&config, &["--fix", "--json"]);
+    println!("{out}");
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let drifts = report["drifts"].as_array().unwrap();
+    assert_eq!(drifts.len(), 2, "{out}");
+    assert!(drifts.iter().all(|d| d["fixed"] == true), "{out}");
+    assert_eq!(
+        shopify.level(items[1], 1).map(|l| l.available),
+        Some(before)
+    );
+    assert_eq!(wms.orders()[&picking].lines[0].quantity, 1);
+    // The Shopify write was compare-and-swap against the level read.
+    assert!(shopify
+        .history()
+        .last()
+        .is_some_and(|h| h.item == items[1] && h.available == before));
+
+    // The fixes are in the audit trail, and the last report is kept for the workbench.
+    let audit = Command::new(odoo_cdc_bin())
+        .args([
+            "audit",
+            "--config",
+            config.to_str().unwrap(),
+            "--order",
+            "reconcile",
+        ])
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(audit.matches("reconcile.fixed").count(), 2, "{audit}");
+    assert!(db
+        .sql("SELECT value FROM odoo_cdc.kv WHERE key = 'reconcile.last'")
+        .contains("\"fixed\":true"));
+
+    let (code, out, err) = reconcile(&config, &["--sink", "shopify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("shopify 3 levels checked; 0 drift(s)"),
+        "{out}"
+    );
+    let (code, _, err) = reconcile(&config, &["--sink", "accounting"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--sink accounting"), "{err}");
+    assert!(stop_term(&mut child));
+}
