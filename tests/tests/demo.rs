@@ -25,7 +25,8 @@ fn demo_runs_a_retail_day_and_everything_matches() {
         stdout.contains("LOCAL-ONLY@WH") && stdout.contains("is not in Shopify"),
         "the DLQ shows its reason: {stdout}"
     );
-    // Every ready delivery reached the WMS once.
+    // Every ready or shipped delivery is at the WMS: its own order, or a backorder under its
+    // parent's.
     let line = stdout
         .lines()
         .find(|l| l.starts_with("warehouse: "))

@@ -545,11 +545,41 @@ async fn run_inner(
             sellable.normalize()
         )?;
     }
-    let wms_orders = wms.orders().len();
-    let ready: i64 = admin
-        .query_one("SELECT count(*) FROM stock_picking p JOIN stock_picking_type t ON t.id = p.picking_type_id WHERE t.code = 'outgoing' AND (p.state IN ('assigned', 'done') OR p.id IN (SELECT picking_id FROM stock_move WHERE state = 'done'))", &[])
-        .await?
-        .get(0);
+    let wms_refs = wms.orders();
+    let wms_orders = wms_refs.len();
+    // Every ready or shipped delivery is at the warehouse: under its own reference, or (a
+    // backorder left by a partial shipment) under its parent's order, which holds the rest.
+    let pickings = admin
+        .query(
+            "SELECT p.id, p.name, p.backorder_id, (p.state IN ('assigned', 'done') OR p.id IN (SELECT picking_id FROM stock_move WHERE state = 'done'))              FROM stock_picking p JOIN stock_picking_type t ON t.id = p.picking_type_id WHERE t.code = 'outgoing'",
+            &[],
+        )
+        .await?;
+    let by_id: std::collections::HashMap<i32, (String, Option<i32>)> = pickings
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let (mut ready, mut at_wms, mut under_parent) = (0u64, 0u64, 0u64);
+    for r in pickings.iter().filter(|r| r.get::<_, bool>(3)) {
+        ready += 1;
+        let name: String = r.get(1);
+        if wms_refs.contains_key(&name) {
+            at_wms += 1;
+            continue;
+        }
+        let mut parent: Option<i32> = r.get(2);
+        for _ in 0..16 {
+            let Some((pname, up)) = parent.and_then(|p| by_id.get(&p)) else {
+                break;
+            };
+            if wms_refs.contains_key(pname) {
+                at_wms += 1;
+                under_parent += 1;
+                break;
+            }
+            parent = *up;
+        }
+    }
     let posted: i64 = admin
         .query_one(
             "SELECT count(*) FROM account_move WHERE state = 'posted'",
@@ -559,8 +589,9 @@ async fn run_inner(
         .get(0);
     writeln!(
         out,
-        "\nwarehouse: {wms_orders} fulfillment orders for {ready} ready or shipped Odoo deliveries"
+        "\nwarehouse: {at_wms} of {ready} ready or shipped Odoo deliveries at the WMS ({wms_orders} fulfillment orders; {under_parent} backorders held under their parent's order)"
     )?;
+    ok &= at_wms == ready;
     // Shipments: what the warehouse shipped reached Odoo once, and Shopify fulfilled exactly
     // what Odoo delivered of its orders.
     let t = state_db
