@@ -758,3 +758,127 @@ async fn wms_ships_in_parcels_and_sends_receipts_and_counts() {
         (event.as_str(), body.clone())
     );
 }
+
+/// QuickBooks' query endpoint as far as journal entries go: pages of at most 1,000 by
+/// STARTPOSITION / MAXRESULTS, `WHERE TxnDate >= ...`, an empty `QueryResponse` when nothing
+/// matches, a parser Fault for what it does not read; a deleted entry is gone from the queries
+/// while its requestid still replays the first answer, and ids are never reused.
+#[tokio::test]
+async fn accounting_queries_page_filter_and_see_deletions() {
+    let cfg = AccountingConfig::default();
+    let emu = AccountingEmulator::start(cfg.clone(), 0).await.unwrap();
+    let http = reqwest::Client::new();
+    let t: Value = token(&http, &emu, &cfg, &cfg.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let base = format!("{}/v3/company/{}", emu.url(), cfg.realm_id);
+    for (i, date) in ["2026-11-30", "2026-12-01", "2026-12-02"]
+        .iter()
+        .enumerate()
+    {
+        let mut e = entry("10", "10", true);
+        e["TxnDate"] = json!(date);
+        let r = http
+            .post(format!("{base}/journalentry?requestid=q{i}"))
+            .bearer_auth(&access)
+            .json(&e)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let query = |q: &str| {
+        http.get(format!("{base}/query"))
+            .query(&[("query", q), ("minorversion", "75")])
+            .bearer_auth(&access)
+            .send()
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["QueryResponse"]["JournalEntry"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["Id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all: Value = query("select * from JournalEntry")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["1", "2", "3"]);
+    let page: Value = query("SELECT * FROM JournalEntry STARTPOSITION 2 MAXRESULTS 1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), ["2"]);
+    assert_eq!(page["QueryResponse"]["startPosition"], 2);
+    let since: Value = query("SELECT * FROM JournalEntry WHERE TxnDate >= '2026-12-01'")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&since), ["2", "3"]);
+    let none: Value = query("SELECT * FROM JournalEntry STARTPOSITION 10")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["QueryResponse"], json!({}));
+    let bad = query("DELETE FROM JournalEntry").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("QueryParserError"));
+    let unauthorized = http
+        .get(format!("{base}/query"))
+        .query(&[("query", "SELECT * FROM JournalEntry")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    // Deleted in the books: gone from queries; its requestid still answers the first reply;
+    // the next entry gets a new id (after a second: 10 requests a second, queries included).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(emu.delete_entry("2"));
+    assert!(!emu.delete_entry("2"));
+    let all: Value = query("SELECT * FROM JournalEntry")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["1", "3"]);
+    let replayed: Value = http
+        .post(format!("{base}/journalentry?requestid=q1"))
+        .bearer_auth(&access)
+        .json(&entry("10", "10", true))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replayed["JournalEntry"]["Id"], "2");
+    assert_eq!(emu.entries().len(), 2);
+    let fresh: Value = http
+        .post(format!("{base}/journalentry?requestid=q9"))
+        .bearer_auth(&access)
+        .json(&entry("10", "10", true))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["JournalEntry"]["Id"], "4", "{fresh}");
+}

@@ -1,20 +1,24 @@
 //! `odoo-cdc reconcile` next to a running pipeline: a consistent system reports nothing; a
-//! level edited in Shopify's admin and an order the WMS lost are found with their reasons
+//! level edited in Shopify's admin, an order the WMS lost and a journal entry deleted from the
+//! books are found with their reasons
 //! (exit 1), healed by `--fix` through the sinks and read back (exit 0), recorded in the audit
 //! trail, and a run after that reports nothing again.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use fixtures::emulator::accounting::{AccountingConfig as AcctCfg, AccountingEmulator};
 use fixtures::emulator::shopify::{ShopifyConfig as ShopCfg, ShopifyEmulator};
 use fixtures::emulator::wms::{WmsConfig as WmsCfg, WmsEmulator};
+use fixtures::odoo::actions::account;
 use odoo_cdc_tests::{
     odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, stop_term, wait_until, Db, Running,
 };
 
-const ENV: [(&str, &str); 2] = [
+const ENV: [(&str, &str); 3] = [
     ("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_emulator"),
     ("ODOO_CDC_WMS_API_KEY", "wms-key"),
+    ("ODOO_CDC_ACCOUNTING_CLIENT_SECRET", "emulator-secret"),
 ];
 
 fn reconcile(config: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
@@ -52,16 +56,21 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     )
     .await
     .unwrap();
+    let acct_cfg = AcctCfg::default();
+    let acct = AccountingEmulator::start(acct_cfg.clone(), 0)
+        .await
+        .unwrap();
     let dir = scratch_dir();
     let config = dir.join("odoo-cdc.toml");
     std::fs::write(
         &config,
         format!(
             "[source]\nurl = \"{}\"\n\n[sinks.wms]\nbase_url = \"{}\"\n\n\
-             [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {wh} = \"gid://shopify/Location/1\" }}\n",
+             [sinks.shopify]\ngraphql_url = \"{}\"\nlocation_map = {{ {wh} = \"gid://shopify/Location/1\" }}\n\n{}",
             db.url(),
             wms.url(),
             shopify.graphql_url(),
+            odoo_cdc_tests::accounting_section(&acct.url(), &acct_cfg, "79"),
         ),
     )
     .unwrap();
@@ -76,11 +85,13 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
             .unwrap(),
     );
     assert!(odoo_cdc_tests::wait_bootstrapped(&db).await);
-    let (_, picking, ready) = sell_one(&mut c, &info, 0).await;
+    let (order, picking, ready) = sell_one(&mut c, &info, 0).await;
     assert!(ready);
+    let invoice = account::create_invoice(&mut c, &info, order).await.unwrap();
+    account::post(&mut c, invoice).await.unwrap();
     assert!(
         wait_until(Duration::from_secs(30), || {
-            wms.orders().contains_key(&picking)
+            wms.orders().contains_key(&picking) && acct.entries().len() == 1
         }),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
@@ -91,7 +102,7 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     println!("{out}");
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("shopify 3 levels, wms 1 ready deliveries checked; 0 drift(s)"),
+        out.contains(": accounting 1 posted moves, shopify 3 levels, wms 1 ready deliveries checked; 0 drift(s)"),
         "{out}"
     );
     // The second warehouse is not mapped to Shopify: not compared, and said so.
@@ -101,6 +112,8 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     let before = shopify.level(items[1], 1).unwrap().available;
     assert!(shopify.set_available(items[1], 1, before + 5));
     assert!(wms.lose_order(&picking));
+    let booked = acct.entries()[0]["Id"].as_str().unwrap().to_string();
+    assert!(acct.delete_entry(&booked));
     let (code, out, err) = reconcile(&config, &[]);
     println!("{out}");
     assert_eq!(code, 1, "{out}{err}");
@@ -119,13 +132,21 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
                 && l.contains("ready in Odoo, not at the WMS")),
         "{out}"
     );
-    assert!(out.contains("2 drift(s), 0 fixed, 2 open"), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with(&format!("drift\taccounting\tmove-{invoice}"))
+                && l.contains("posted in Odoo, not in the books")
+        ),
+        "{out}"
+    );
+    assert!(out.contains("3 drift(s), 0 fixed, 3 open"), "{out}");
     // Reporting changes nothing.
     assert_eq!(
         shopify.level(items[1], 1).map(|l| l.available),
         Some(before + 5)
     );
     assert!(!wms.orders().contains_key(&picking));
+    assert!(acct.entries().is_empty());
 
     // --fix heals both through the sinks and reads them back.
     let (code, out, err) = reconcile(&config, &["--fix", "--json"]);
@@ -133,13 +154,22 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let drifts = report["drifts"].as_array().unwrap();
-    assert_eq!(drifts.len(), 2, "{out}");
+    assert_eq!(drifts.len(), 3, "{out}");
     assert!(drifts.iter().all(|d| d["fixed"] == true), "{out}");
     assert_eq!(
         shopify.level(items[1], 1).map(|l| l.available),
         Some(before)
     );
     assert_eq!(wms.orders()[&picking].lines[0].quantity, 1);
+    // Booked again under a new requestid (QuickBooks would answer the old one with the entry
+    // deleted since), once.
+    let entries = acct.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_ne!(entries[0]["Id"].as_str(), Some(booked.as_str()));
+    assert_eq!(
+        entries[0]["PrivateNote"],
+        format!("odoo account.move {invoice} posting 1")
+    );
     // The Shopify write was compare-and-swap against the level read.
     assert!(shopify
         .history()
@@ -158,7 +188,7 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
         .output()
         .unwrap();
     let audit = String::from_utf8_lossy(&audit.stdout);
-    assert_eq!(audit.matches("reconcile.fixed").count(), 2, "{audit}");
+    assert_eq!(audit.matches("reconcile.fixed").count(), 3, "{audit}");
     assert!(db
         .sql("SELECT value FROM odoo_cdc.kv WHERE key = 'reconcile.last'")
         .contains("\"fixed\":true"));
@@ -166,11 +196,14 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     let (code, out, err) = reconcile(&config, &["--sink", "shopify"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("shopify 3 levels checked; 0 drift(s)"),
+        out.contains(": shopify 3 levels checked; 0 drift(s)"),
         "{out}"
     );
-    let (code, _, err) = reconcile(&config, &["--sink", "accounting"]);
+    let (code, out, err) = reconcile(&config, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("; 0 drift(s)"), "{out}");
+    let (code, _, err) = reconcile(&config, &["--sink", "quickbooks"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--sink accounting"), "{err}");
+    assert!(err.contains("--sink quickbooks"), "{err}");
     assert!(stop_term(&mut child));
 }

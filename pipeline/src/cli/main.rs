@@ -128,15 +128,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Compare Odoo with Shopify (levels vs sellable less holds and safety stock) and the WMS
-    /// (orders vs ready deliveries), report each drift with its likely reason, and with --fix
-    /// heal it through the sinks' idempotent path and read it back. Exit 0: no drift left;
-    /// 1: drift remains; 2: cannot run.
+    /// Compare Odoo with Shopify (levels vs sellable less holds and safety stock), the WMS
+    /// (orders vs ready deliveries) and the books (journal entries vs posted moves), report
+    /// each drift with its likely reason, and with --fix heal it through the sinks' idempotent
+    /// path and read it back. Exit 0: no drift left; 1: drift remains; 2: cannot run.
     Reconcile {
         /// The TOML file.
         #[arg(long, default_value = "odoo-cdc.toml")]
         config: std::path::PathBuf,
-        /// One system: shopify or wms (default: every configured one).
+        /// One system: shopify, wms or accounting (default: every configured one).
         #[arg(long)]
         sink: Option<String>,
         /// Heal the drift that delivering Odoo's state again heals.

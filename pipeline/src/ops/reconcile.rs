@@ -1,4 +1,4 @@
-//! `odoo-cdc reconcile [--sink shopify|wms] [--fix]`: compares Odoo with each system the
+//! `odoo-cdc reconcile [--sink shopify|wms|accounting] [--fix]`: compares Odoo with each system the
 //! pipeline keeps in step with it, reports the drift with the reason it can infer, and with
 //! `--fix` heals it through the sink's own idempotent path, reading the result back.
 //!
@@ -21,14 +21,14 @@ use transforms::{OdooVersion, RetailEvent, Sourced};
 use crate::config::Config;
 
 /// The systems reconciliation compares with Odoo.
-pub const SINKS: [&str; 2] = ["shopify", "wms"];
+pub const SINKS: [&str; 3] = ["shopify", "wms", "accounting"];
 
 /// One difference between Odoo and a system.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Drift {
-    /// `shopify` or `wms`.
+    /// `shopify`, `wms` or `accounting`.
     pub sink: String,
-    /// What differs: `sku@warehouse` or a picking's name.
+    /// What differs: `sku@warehouse`, a picking's name, or `move-<id>`.
     pub key: String,
     /// What Odoo says it should be.
     pub odoo: String,
@@ -85,6 +85,7 @@ struct OdooSide {
     lsn: cdc::Lsn,
     levels: BTreeMap<(String, String), Decimal>,
     deliveries: BTreeMap<String, RetailEvent>,
+    entries: BTreeMap<i64, transforms::events::JournalEntry>,
 }
 
 async fn odoo_side(cfg: &Config, source: &cdc::SourceConfig) -> Result<OdooSide> {
@@ -97,11 +98,13 @@ async fn odoo_side(cfg: &Config, source: &cdc::SourceConfig) -> Result<OdooSide>
         crate::runtime::capture::restore_snapshot(source, &cfg.source.publication, version)
             .await
             .context("reading Odoo's tables")?;
-    let events: Vec<Sourced> = loaded.transformer.finish_initial(loaded.lsn.0, None);
+    // Every level, every ready delivery and every posted move.
+    let events: Vec<Sourced> = loaded.transformer.finish_resync(loaded.lsn.0, None);
     let mut side = OdooSide {
         lsn: loaded.lsn,
         levels: BTreeMap::new(),
         deliveries: BTreeMap::new(),
+        entries: BTreeMap::new(),
     };
     for s in events {
         match s.event {
@@ -114,6 +117,9 @@ async fn odoo_side(cfg: &Config, source: &cdc::SourceConfig) -> Result<OdooSide>
             }
             e @ RetailEvent::FulfillmentRequested { .. } => {
                 side.deliveries.insert(e.key(), e);
+            }
+            RetailEvent::JournalEntry(e) => {
+                side.entries.insert(e.move_id, e);
             }
             _ => {}
         }
@@ -287,6 +293,207 @@ async fn wms_drifts(
     })
 }
 
+async fn accounting_drifts(
+    cfg: &Config,
+    state: &std::sync::Arc<crate::state::StateDb>,
+    side: &OdooSide,
+    only: Option<&[String]>,
+) -> Result<Checked<sinks::accounting::AccountingSink>> {
+    let sinks = crate::cli::run::build_sinks(cfg, state).await?;
+    let mut sink = sinks
+        .accounting
+        .context("the accounting sink is not configured")?;
+    let wanted = |key: &str| only.is_none_or(|o| o.iter().any(|k| k == key));
+    // The books are read from the earliest posted move's date on.
+    let since = side
+        .entries
+        .values()
+        .map(|e| e.date.clone())
+        .collect::<Option<Vec<String>>>()
+        .and_then(|d| d.into_iter().min());
+    let booked = sink
+        .booked(since.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the books: {}", e.message))?;
+    let client = state.client().await?;
+    let queued: std::collections::BTreeSet<String> = client
+        .query(
+            "SELECT DISTINCT key FROM odoo_cdc.outbox WHERE sink = 'accounting'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let dead: BTreeMap<String, String> = client
+        .query(
+            "SELECT key, reason FROM odoo_cdc.dead_letters WHERE sink = 'accounting' AND replayed_at IS NULL ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut drifts = Vec::new();
+    let mut skipped = BTreeMap::new();
+    let mut checked = 0;
+    let drift = |key: String, odoo: String, system: String, reason: String, fixable: bool| Drift {
+        sink: "accounting".into(),
+        key,
+        odoo,
+        system,
+        reason,
+        fixable,
+        fixed: false,
+    };
+    for (id, e) in &side.entries {
+        let key = format!("move-{id}");
+        if !wanted(&key) {
+            continue;
+        }
+        let total = sinks::accounting::debits_of(e);
+        let odoo = format!(
+            "{} posted (posting {}), {}",
+            e.name,
+            e.posting,
+            total.normalize()
+        );
+        let found: Vec<&sinks::accounting::Booked> = booked
+            .iter()
+            .filter(|b| b.move_id == *id && b.posting == e.posting)
+            .collect();
+        match found.as_slice() {
+            [] if queued.contains(&key) => {
+                *skipped
+                    .entry("queued in the outbox, not booked yet".to_string())
+                    .or_default() += 1;
+                continue;
+            }
+            [] => {
+                let reason = match dead.get(&key) {
+                    Some(why) => format!("posted in Odoo, not in the books; dead-lettered: {why}"),
+                    None => "posted in Odoo, not in the books".to_string(),
+                };
+                drifts.push(drift(key, odoo, "not booked".into(), reason, true));
+            }
+            [b] if b.debits != total => drifts.push(drift(
+                key,
+                odoo,
+                format!("{} {}", b.doc_number, b.debits.normalize()),
+                format!(
+                    "the books have {} for Odoo's {}: needs a person (correct it in the books)",
+                    b.debits.normalize(),
+                    total.normalize()
+                ),
+                false,
+            )),
+            [_] => {}
+            many => drifts.push(drift(
+                key,
+                odoo,
+                many.iter()
+                    .map(|b| format!("#{}", b.id))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                format!(
+                    "booked {} times: needs a person (delete the duplicates in the books)",
+                    many.len()
+                ),
+                false,
+            )),
+        }
+        checked += 1;
+    }
+    // What the books have that Odoo no longer posts.
+    for b in &booked {
+        let key = format!("move-{}", b.move_id);
+        if !wanted(&key) {
+            continue;
+        }
+        let reason = match side.entries.get(&b.move_id) {
+            Some(e) if e.posting == b.posting => continue,
+            Some(e) => format!(
+                "booked for posting {} of a move Odoo reset and posted again (posting {}): needs a \
+                 person (reverse the earlier entry in the books)",
+                b.posting, e.posting
+            ),
+            None => "booked, not posted in Odoo (reset to draft or cancelled since): needs a \
+                     person (reverse it in the books)"
+                .to_string(),
+        };
+        drifts.push(drift(
+            key,
+            side.entries.get(&b.move_id).map_or_else(
+                || "not posted".to_string(),
+                |e| format!("{} posting {}", e.name, e.posting),
+            ),
+            format!("#{} {} {}", b.id, b.doc_number, b.debits.normalize()),
+            reason,
+            false,
+        ));
+    }
+    Ok(Checked {
+        sink,
+        drifts,
+        checked,
+        skipped,
+    })
+}
+
+async fn fix_accounting(
+    sink: &mut sinks::accounting::AccountingSink,
+    drifts: &mut [Drift],
+    side: &OdooSide,
+) -> Result<()> {
+    // A new attempt (a new requestid): QuickBooks answers a repeated requestid with its first
+    // answer, which would be the entry deleted since.
+    let generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| (d.as_secs() % 1_000_000_000) as u32)
+        .max(1);
+    let mut sent = Vec::new();
+    for d in drifts.iter_mut().filter(|d| d.fixable) {
+        let Some(e) = d
+            .key
+            .strip_prefix("move-")
+            .and_then(|id| id.parse::<i64>().ok())
+            .and_then(|id| side.entries.get(&id))
+        else {
+            continue;
+        };
+        match sink.deliver_as(e, generation).await {
+            Ok(()) => sent.push((e.move_id, e.posting)),
+            Err(err) => d.reason = format!("{}; the fix failed: {}", d.reason, err.message),
+        }
+    }
+    if sent.is_empty() {
+        return Ok(());
+    }
+    // Read back: booked once now.
+    let since = side.entries.values().filter_map(|e| e.date.clone()).min();
+    let booked = sink
+        .booked(since.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the books back: {}", e.message))?;
+    for d in drifts.iter_mut() {
+        let Some(id) = d
+            .key
+            .strip_prefix("move-")
+            .and_then(|id| id.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        if let Some((_, posting)) = sent.iter().find(|(m, _)| *m == id) {
+            d.fixed = booked
+                .iter()
+                .filter(|b| b.move_id == id && b.posting == *posting)
+                .count()
+                == 1;
+        }
+    }
+    Ok(())
+}
+
 /// The slot's confirmed position, when there is a slot.
 async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Option<cdc::Lsn> {
     let row = client
@@ -310,6 +517,7 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
             && match name {
                 "shopify" => cfg.sinks.shopify.is_some(),
                 "wms" => cfg.sinks.wms.is_some(),
+                "accounting" => cfg.sinks.accounting.is_some(),
                 _ => false,
             }
     };
@@ -331,11 +539,19 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
     if wanted("wms") {
         wms = Some(wms_drifts(&cfg, &state, &first, None).await?);
     }
+    let mut books = None;
+    if wanted("accounting") {
+        books = Some(accounting_drifts(&cfg, &state, &first, None).await?);
+    }
     let mut checked = BTreeMap::new();
     let mut skipped = BTreeMap::new();
     for (name, c) in [
         ("shopify", shopify.as_ref().map(|c| (c.checked, &c.skipped))),
         ("wms", wms.as_ref().map(|c| (c.checked, &c.skipped))),
+        (
+            "accounting",
+            books.as_ref().map(|c| (c.checked, &c.skipped)),
+        ),
     ] {
         if let Some((n, s)) = c {
             checked.insert(name.to_string(), n);
@@ -345,7 +561,8 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
         }
     }
     let any = shopify.as_ref().is_some_and(|c| !c.drifts.is_empty())
-        || wms.as_ref().is_some_and(|c| !c.drifts.is_empty());
+        || wms.as_ref().is_some_and(|c| !c.drifts.is_empty())
+        || books.as_ref().is_some_and(|c| !c.drifts.is_empty());
     let mut last = first.lsn;
     let mut behind = None;
     if any {
@@ -387,7 +604,16 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
             c.sink = again.sink;
             c.drifts = again.drifts;
         }
+        if let Some(c) = books.as_mut() {
+            let keys: Vec<String> = c.drifts.iter().map(|d| d.key.clone()).collect();
+            let again = accounting_drifts(&cfg, &state, &second, Some(&keys)).await?;
+            c.sink = again.sink;
+            c.drifts = again.drifts;
+        }
         if opts.fix {
+            if let Some(c) = books.as_mut() {
+                fix_accounting(&mut c.sink, &mut c.drifts, &second).await?;
+            }
             if let Some(c) = shopify.as_mut() {
                 fix_shopify(&mut c.sink, &mut c.drifts, &second).await?;
             }
@@ -399,6 +625,7 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
     let mut drifts = Vec::new();
     drifts.extend(shopify.map(|c| c.drifts).unwrap_or_default());
     drifts.extend(wms.map(|c| c.drifts).unwrap_or_default());
+    drifts.extend(books.map(|c| c.drifts).unwrap_or_default());
     let at: String = state
         .client()
         .await?
@@ -548,10 +775,10 @@ pub fn print(report: &Report, as_json: bool, out: &mut impl Write) -> Result<()>
         .checked
         .iter()
         .map(|(s, n)| {
-            let what = if s == "shopify" {
-                "levels"
-            } else {
-                "ready deliveries"
+            let what = match s.as_str() {
+                "shopify" => "levels",
+                "wms" => "ready deliveries",
+                _ => "posted moves",
             };
             format!("{s} {n} {what}")
         })

@@ -210,6 +210,44 @@ impl AccountingClient {
         )))
     }
 
+    /// Runs a QuickBooks query (`select * from JournalEntry ...`): the `QueryResponse`
+    /// object; renews the token once on 401.
+    pub async fn query(&mut self, query: &str) -> Result<Value, SinkError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let resp = self
+                .http
+                .get(format!(
+                    "{}/v3/company/{}/query",
+                    self.cfg.base_url, self.cfg.realm_id
+                ))
+                .query(&[("query", query), ("minorversion", "75")])
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| from_transport("query", e))?;
+            let status = resp.status().as_u16();
+            let retry = crate::retry_after(&resp);
+            let text = resp.text().await.unwrap_or_default();
+            if status == 401 && attempt == 0 {
+                self.access = None;
+                continue;
+            }
+            if status != 200 {
+                return Err(from_response("query", status, retry.as_deref(), &text));
+            }
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| SinkError::transient(format!("query: bad answer: {e}")))?;
+            if let Some(f) = v.get("Fault") {
+                return Err(SinkError::permanent(format!("query: {f}")));
+            }
+            return Ok(v.get("QueryResponse").cloned().unwrap_or(Value::Null));
+        }
+        Err(SinkError::transient(
+            "query: unauthorized after a token refresh",
+        ))
+    }
+
     /// The entry JSON of the batch or single endpoint.
     pub fn batch_body(items: &[(String, Value)]) -> Value {
         json!({"BatchItemRequest": items.iter().map(|(bid, e)| json!({"bId": bid, "operation": "create", "JournalEntry": e})).collect::<Vec<_>>()})

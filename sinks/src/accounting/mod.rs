@@ -6,4 +6,7 @@ pub mod sink;
 
 pub use client::{AccountingClient, MemoryTokens, TokenStore};
 pub use config::{AccountingConfig, Mode};
-pub use sink::{request_id, request_id_of, AccountingSink, BATCHES_PER_MINUTE};
+pub use sink::{
+    debits_of, parse_private_note, private_note, request_id, request_id_of, AccountingSink, Booked,
+    BATCHES_PER_MINUTE,
+};

@@ -28,6 +28,49 @@ pub fn request_id_of(e: &JournalEntry, generation: u32) -> String {
     id.chars().take(50).collect()
 }
 
+/// The `PrivateNote` of an Odoo move's entry: `odoo account.move <id> posting <n>`.
+pub fn private_note(e: &JournalEntry) -> String {
+    format!("odoo account.move {} posting {}", e.move_id, e.posting)
+}
+
+/// The Odoo move and posting of an entry's `PrivateNote` (entries booked before the posting was
+/// noted say `odoo account.move <id>`: posting 1); `None` for an entry odoo-cdc did not book.
+pub fn parse_private_note(note: &str) -> Option<(i64, u32)> {
+    let rest = note.strip_prefix("odoo account.move ")?;
+    let mut words = rest.split_whitespace();
+    let id = words.next()?.parse().ok()?;
+    let posting = match (words.next(), words.next()) {
+        (Some("posting"), Some(n)) => n.parse().ok()?,
+        (None, _) => 1,
+        _ => return None,
+    };
+    Some((id, posting))
+}
+
+/// A journal entry as the books have it, booked by odoo-cdc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booked {
+    /// The books' id.
+    pub id: String,
+    /// `DocNumber`.
+    pub doc_number: String,
+    /// The Odoo move.
+    pub move_id: i64,
+    /// Its posting.
+    pub posting: u32,
+    /// Sum of the debit lines.
+    pub debits: rust_decimal::Decimal,
+}
+
+/// An Odoo entry's total: the sum of its debit sides.
+pub fn debits_of(e: &JournalEntry) -> rust_decimal::Decimal {
+    e.lines
+        .iter()
+        .filter(|l| l.debit > l.credit)
+        .map(|l| l.debit - l.credit)
+        .sum()
+}
+
 /// The accounting sink.
 pub struct AccountingSink {
     client: AccountingClient,
@@ -101,7 +144,7 @@ impl AccountingSink {
                 })?;
             lines.push(json!({"Amount": amount, "DetailType": "JournalEntryLineDetail", "Description": l.description, "JournalEntryLineDetail": detail}));
         }
-        let mut body = json!({"DocNumber": e.name.chars().take(21).collect::<String>(), "Line": lines, "PrivateNote": format!("odoo account.move {}", e.move_id)});
+        let mut body = json!({"DocNumber": e.name.chars().take(21).collect::<String>(), "Line": lines, "PrivateNote": private_note(e)});
         if let Some(d) = &e.date {
             body["TxnDate"] = json!(d);
         }
@@ -109,6 +152,72 @@ impl AccountingSink {
             body["CurrencyRef"] = json!({"value": c});
         }
         Ok(body)
+    }
+
+    /// The entries odoo-cdc booked (by their `PrivateNote`) dated `since` or later, 1,000 to a
+    /// query, for reconciliation.
+    pub async fn booked(&mut self, since: Option<&str>) -> Result<Vec<Booked>, SinkError> {
+        let mut out = Vec::new();
+        let filter = since
+            .filter(|d| d.chars().all(|c| c.is_ascii_digit() || c == '-'))
+            .map(|d| format!(" WHERE TxnDate >= '{d}'"))
+            .unwrap_or_default();
+        for page in 0.. {
+            let q = format!(
+                "SELECT * FROM JournalEntry{filter} STARTPOSITION {} MAXRESULTS 1000",
+                page * 1000 + 1
+            );
+            // Queries count against QuickBooks' 10 requests a second: a throttled page waits
+            // (Retry-After, else a second) and is asked again, a few times.
+            let mut tries = 0;
+            let answer = loop {
+                match self.client.query(&q).await {
+                    Ok(a) => break a,
+                    Err(e) if e.is_transient() && tries < 5 => {
+                        tries += 1;
+                        let wait = e
+                            .retry_after
+                            .unwrap_or(std::time::Duration::from_secs(1))
+                            .min(std::time::Duration::from_secs(30));
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let entries = answer["JournalEntry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for e in &entries {
+                let Some((move_id, posting)) =
+                    e["PrivateNote"].as_str().and_then(parse_private_note)
+                else {
+                    continue;
+                };
+                let debits = e["Line"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|l| l["JournalEntryLineDetail"]["PostingType"] == "Debit")
+                    .filter_map(|l| {
+                        l["Amount"]
+                            .as_number()
+                            .and_then(|n| n.to_string().parse::<rust_decimal::Decimal>().ok())
+                    })
+                    .sum();
+                out.push(Booked {
+                    id: e["Id"].as_str().unwrap_or("").to_string(),
+                    doc_number: e["DocNumber"].as_str().unwrap_or("").to_string(),
+                    move_id,
+                    posting,
+                    debits,
+                });
+            }
+            if entries.len() < 1000 {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Books one entry (real-time mode).
@@ -293,5 +402,23 @@ impl crate::sink::Sink for AccountingSink {
             }
             out
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_private_note;
+
+    #[test]
+    fn private_notes_name_the_move_and_its_posting() {
+        assert_eq!(
+            parse_private_note("odoo account.move 42 posting 3"),
+            Some((42, 3))
+        );
+        // Booked before the posting was noted.
+        assert_eq!(parse_private_note("odoo account.move 42"), Some((42, 1)));
+        assert_eq!(parse_private_note("odoo account.move x"), None);
+        assert_eq!(parse_private_note("odoo account.move 42 draft"), None);
+        assert_eq!(parse_private_note("rent for December"), None);
     }
 }
