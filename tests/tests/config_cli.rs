@@ -27,6 +27,35 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("(Shopify's and the warehouse's)"));
     assert!(String::from_utf8_lossy(&ok.stdout)
         .contains("webhooks on 0.0.0.0:8443 written back to https://erp.example.com over jsonrpc"));
+    // The systemd unit's config: the same sinks, every listener on loopback.
+    let deploy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pipeline/deploy/odoo-cdc.toml"
+    );
+    let ok = odoo_cdc_env(&["check-config", "--config", deploy], &secrets);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        text.contains("sinks: shopify, wms, accounting, shopify_fulfillment"),
+        "{text}"
+    );
+    assert!(
+        text.contains("webhooks on 127.0.0.1:8443 written back"),
+        "{text}"
+    );
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pipeline/deploy/odoo-cdc.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/odoo-cdc run --config /etc/odoo-cdc/odoo-cdc.toml")
+    );
+    assert!(unit.contains("EnvironmentFile=/etc/odoo-cdc/secrets.env"));
 
     let no_hook_secret: Vec<_> = secrets
         .iter()
