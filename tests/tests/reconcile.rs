@@ -206,4 +206,52 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     assert_eq!(code, 2);
     assert!(err.contains("--sink quickbooks"), "{err}");
     assert!(stop_term(&mut child));
+
+    // Scheduled inside `run`: every 2 s with fix = true, a level edited in Shopify's admin is
+    // healed without anyone running the command, and /metrics counts the runs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[source]",
+        &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n[reconcile]\ninterval_secs = 2\nfix = true\nsettle_secs = 2\n\n[source]"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.join("run2.log");
+    let mut child = Running(
+        Command::new(odoo_cdc_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .envs(ENV)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before2 = shopify.level(items[2], 1).unwrap().available;
+    assert!(shopify.set_available(items[2], 1, before2 + 7));
+    let mut healed = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let m = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+        let Ok(m) = m else { continue };
+        let m = m.text().await.unwrap_or_default();
+        if shopify.level(items[2], 1).map(|l| l.available) == Some(before2)
+            && m.contains("odoo_cdc_reconcile_runs_total{result=\"ok\"}")
+            && m.contains("odoo_cdc_reconcile_drifts{sink=\"shopify\"} 0")
+        {
+            healed = true;
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(healed, "{text}");
+    assert!(
+        text.contains("reconcile: drift") || text.contains("reconcile done"),
+        "{text}"
+    );
+    assert!(stop_term(&mut child));
 }

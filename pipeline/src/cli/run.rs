@@ -519,6 +519,19 @@ pub async fn run_with(
             }
         });
     }
+    if cfg.reconcile.interval_secs > 0 {
+        let opts = crate::ops::reconcile::Options {
+            sink: None,
+            fix: cfg.reconcile.fix,
+            settle: Duration::from_secs(cfg.reconcile.settle_secs),
+        };
+        tokio::spawn(crate::ops::reconcile::schedule(
+            cfg.clone(),
+            opts,
+            Duration::from_secs(cfg.reconcile.interval_secs),
+            shared.clone(),
+        ));
+    }
     tracing::info!("running");
     let mut sinks = sinks.into_runtime(&shared);
     sinks.extend(extra);

@@ -61,6 +61,38 @@ pub struct Config {
     /// receipts and stock counts written back into Odoo.
     #[serde(default)]
     pub wms: Option<WmsWebhooks>,
+    /// Reconciliation scheduled inside `odoo-cdc run` (off by default).
+    #[serde(default)]
+    pub reconcile: Reconcile,
+}
+
+/// `[reconcile]`: `odoo-cdc reconcile` run by `odoo-cdc run` every `interval_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    /// Seconds between runs (0: never; the first runs one interval after the start).
+    #[serde(default)]
+    pub interval_secs: u64,
+    /// Heal what delivering Odoo's state again heals (`--fix`); otherwise report only.
+    #[serde(default)]
+    pub fix: bool,
+    /// Longest wait for the stream to pass the first snapshot (`--settle-secs`).
+    #[serde(default = "default_settle")]
+    pub settle_secs: u64,
+}
+
+fn default_settle() -> u64 {
+    10
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Self {
+            interval_secs: 0,
+            fix: false,
+            settle_secs: default_settle(),
+        }
+    }
 }
 
 /// What becomes of what a shipment or receipt did not cover when the warehouse closes it.

@@ -45,6 +45,8 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("odoo_cdc_wms_webhooks_total", Kind::Counter, "Warehouse webhooks by result."),
     ("odoo_cdc_fulfillments_total", Kind::Counter, "Validated deliveries of Shopify orders by result: a fulfillment created, or one there already."),
     ("odoo_cdc_shipment_to_fulfillment_seconds", Kind::Histogram, "From the warehouse's shipment webhook reaching odoo-cdc to the Shopify fulfillment."),
+    ("odoo_cdc_reconcile_runs_total", Kind::Counter, "Scheduled reconciliation runs by result (ok, failed)."),
+    ("odoo_cdc_reconcile_drifts", Kind::Gauge, "Drifts the last scheduled reconciliation left open, by system."),
 ];
 
 /// Renders the metrics: the counters the pipeline keeps are set into its registry (histograms
@@ -203,6 +205,24 @@ pub fn render(shared: &Shared) -> String {
                 &[("result", result)],
                 n.load(Ordering::Relaxed),
             );
+        }
+    }
+    let r = &shared.reconcile;
+    if r.runs_ok.load(Ordering::Relaxed) + r.runs_failed.load(Ordering::Relaxed) > 0 {
+        counter(
+            "odoo_cdc_reconcile_runs_total",
+            &[("result", "ok")],
+            r.runs_ok.load(Ordering::Relaxed),
+        );
+        counter(
+            "odoo_cdc_reconcile_runs_total",
+            &[("result", "failed")],
+            r.runs_failed.load(Ordering::Relaxed),
+        );
+        if let Ok(open) = r.open.lock() {
+            for (sink, n) in open.iter() {
+                gauge("odoo_cdc_reconcile_drifts", &[("sink", sink)], *n as f64);
+            }
         }
     }
     m.render()

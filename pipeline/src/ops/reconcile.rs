@@ -809,3 +809,51 @@ pub async fn last(state: &crate::state::StateDb) -> Option<Value> {
     let text = crate::state::get(state, "reconcile.last").await.ok()??;
     serde_json::from_str(&text).ok()
 }
+
+/// What scheduled reconciliation (`[reconcile] interval_secs`) found, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Scheduled {
+    /// Runs that completed.
+    pub runs_ok: std::sync::atomic::AtomicU64,
+    /// Runs that could not complete (a system unreachable).
+    pub runs_failed: std::sync::atomic::AtomicU64,
+    /// Open drifts of the last completed run, by system.
+    pub open: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+/// Runs reconciliation every `interval` inside `odoo-cdc run`, until `stopping` is set; each
+/// report is kept like the command's (`reconcile.last`) and logged.
+pub async fn schedule(
+    cfg: Config,
+    opts: Options,
+    interval: Duration,
+    shared: std::sync::Arc<crate::runtime::Shared>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::time::sleep(interval).await;
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match reconcile(cfg.clone(), &opts).await {
+            Ok(report) => {
+                shared.reconcile.runs_ok.fetch_add(1, Ordering::Relaxed);
+                let mut open: BTreeMap<String, u64> =
+                    report.checked.keys().map(|k| (k.clone(), 0)).collect();
+                for d in report.drifts.iter().filter(|d| !d.fixed) {
+                    *open.entry(d.sink.clone()).or_default() += 1;
+                    tracing::warn!(sink = %d.sink, key = %d.key, odoo = %d.odoo, system = %d.system, reason = %d.reason, "reconcile: drift");
+                }
+                let fixed = report.drifts.len() - report.open();
+                tracing::info!(checked = ?report.checked, drifts = report.drifts.len(), fixed, "reconcile done");
+                if let Ok(mut g) = shared.reconcile.open.lock() {
+                    *g = open;
+                }
+            }
+            Err(e) => {
+                shared.reconcile.runs_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %format!("{e:#}"), "reconcile could not run; next try in one interval");
+            }
+        }
+    }
+}

@@ -90,6 +90,8 @@ pub struct Shared {
     pub wms_receiver: Mutex<Option<Arc<ReceiverStats>>>,
     /// The Shopify fulfillment sink's counters, when it runs.
     pub fulfillments: Mutex<Option<Arc<crate::runtime::stats::FulfillmentStats>>>,
+    /// Scheduled reconciliation's results.
+    pub reconcile: crate::ops::reconcile::Scheduled,
 }
 
 impl Shared {
