@@ -140,6 +140,23 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
         "{out}"
     );
     assert!(out.contains("3 drift(s), 0 fixed, 3 open"), "{out}");
+    // `status` says a person should look, until a run finds nothing open.
+    let status = |config: &std::path::Path| {
+        let out = Command::new(odoo_cdc_bin())
+            .args(["status", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = status(&config);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("3 drift(s) open (odoo-cdc reconcile shows them)"),
+        "{text}"
+    );
     // Reporting changes nothing.
     assert_eq!(
         shopify.level(items[1], 1).map(|l| l.available),
@@ -202,6 +219,12 @@ async fn drift_in_shopify_and_the_wms_is_found_reported_and_healed() {
     let (code, out, err) = reconcile(&config, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("; 0 drift(s)"), "{out}");
+    let (_, text) = status(&config);
+    assert!(
+        text.contains("reconcile last at") && text.contains(": 0 drift(s) open"),
+        "{text}"
+    );
+    assert!(!text.contains("odoo-cdc reconcile shows them"), "{text}");
     let (code, _, err) = reconcile(&config, &["--sink", "quickbooks"]);
     assert_eq!(code, 2);
     assert!(err.contains("--sink quickbooks"), "{err}");

@@ -149,7 +149,30 @@ pub async fn collect(mut cfg: Config) -> Result<(Vec<String>, Value)> {
         }
         None => Value::Null,
     };
-    let doc = json!({"slot": slot, "sinks": sinks, "inbox": inbox, "running": running, "needs_attention": attention});
+    // The last reconciliation's report (the command's, or the scheduled one's).
+    let mut reconcile = Value::Null;
+    if has_state {
+        if let Some(row) = client
+            .query_opt(
+                "SELECT value FROM odoo_cdc.kv WHERE key = 'reconcile.last'",
+                &[],
+            )
+            .await?
+        {
+            let report: Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap_or_default();
+            let open = report["drifts"]
+                .as_array()
+                .map_or(0, |d| d.iter().filter(|d| d["fixed"] != true).count());
+            if open > 0 {
+                attention.push(format!(
+                    "reconcile at {}: {open} drift(s) open (odoo-cdc reconcile shows them)",
+                    report["at"].as_str().unwrap_or("-")
+                ));
+            }
+            reconcile = json!({"at": report["at"], "checked": report["checked"], "open": open});
+        }
+    }
+    let doc = json!({"slot": slot, "sinks": sinks, "inbox": inbox, "running": running, "reconcile": reconcile, "needs_attention": attention});
     Ok((attention, doc))
 }
 
@@ -230,6 +253,15 @@ pub async fn run(cfg: Config, as_json: bool, out: &mut impl Write) -> Result<u8>
                 out,
                 "inbox     {} pending, {} retrying, {} dead, {} applied",
                 i["pending"], i["retrying"], i["dead"], i["applied"]
+            )?;
+        }
+        let r = &doc["reconcile"];
+        if !r.is_null() {
+            writeln!(
+                out,
+                "reconcile last at {}: {} drift(s) open",
+                r["at"].as_str().unwrap_or("-"),
+                r["open"]
             )?;
         }
         if attention.is_empty() {
