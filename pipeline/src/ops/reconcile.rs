@@ -461,7 +461,23 @@ async fn fix_accounting(
         else {
             continue;
         };
-        match sink.deliver_as(e, generation).await {
+        // QuickBooks takes 10 requests a second: a throttled entry waits (Retry-After, else a
+        // second) and goes again under the same requestid, a few times.
+        let mut tries = 0;
+        let result = loop {
+            match sink.deliver_as(e, generation).await {
+                Err(err) if err.is_transient() && tries < 5 => {
+                    tries += 1;
+                    let wait = err
+                        .retry_after
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(30));
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(()) => sent.push((e.move_id, e.posting)),
             Err(err) => d.reason = format!("{}; the fix failed: {}", d.reason, err.message),
         }
