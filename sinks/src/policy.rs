@@ -54,6 +54,22 @@ impl SinkError {
     }
 }
 
+/// For a caller that retries in place a few times (a command, not the runtime's queue): on a
+/// transient failure and fewer than 5 tries so far, waits what the server asked (else a
+/// second, at most 30 s), counts the try and says to go again.
+pub async fn pause_before_retry(e: &SinkError, tries: &mut u32) -> bool {
+    if !e.is_transient() || *tries >= 5 {
+        return false;
+    }
+    *tries += 1;
+    let wait = e
+        .retry_after
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(30));
+    tokio::time::sleep(wait).await;
+    true
+}
+
 /// Classifies an HTTP status.
 pub fn classify_status(status: u16) -> Class {
     match status {

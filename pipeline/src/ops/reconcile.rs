@@ -42,6 +42,28 @@ pub struct Drift {
     pub fixed: bool,
 }
 
+impl Drift {
+    /// A drift of `sink` at `key`, not fixed yet.
+    fn new(
+        sink: &str,
+        key: String,
+        odoo: String,
+        system: String,
+        reason: String,
+        fixable: bool,
+    ) -> Self {
+        Self {
+            sink: sink.into(),
+            key,
+            odoo,
+            system,
+            reason,
+            fixable,
+            fixed: false,
+        }
+    }
+}
+
 /// A run's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -227,15 +249,14 @@ async fn shopify_drifts(
                     true,
                 ),
             };
-            Drift {
-                sink: "shopify".into(),
-                key: format!("{}@{}", c.sku, c.warehouse),
+            Drift::new(
+                "shopify",
+                format!("{}@{}", c.sku, c.warehouse),
                 odoo,
                 system,
                 reason,
                 fixable,
-                fixed: false,
-            }
+            )
         });
     }
     Ok(Checked {
@@ -274,15 +295,14 @@ async fn wms_drifts(
                     .join(", "),
                 _ => String::new(),
             };
-            drifts.push(Drift {
-                sink: "wms".into(),
-                key: reference.clone(),
-                odoo: format!("ready: {lines}"),
+            drifts.push(Drift::new(
+                "wms",
+                reference.clone(),
+                format!("ready: {lines}"),
                 system,
                 reason,
                 fixable,
-                fixed: false,
-            });
+            ));
         }
     }
     Ok(Checked {
@@ -337,14 +357,8 @@ async fn accounting_drifts(
     let mut drifts = Vec::new();
     let mut skipped = BTreeMap::new();
     let mut checked = 0;
-    let drift = |key: String, odoo: String, system: String, reason: String, fixable: bool| Drift {
-        sink: "accounting".into(),
-        key,
-        odoo,
-        system,
-        reason,
-        fixable,
-        fixed: false,
+    let drift = |key, odoo, system, reason, fixable| {
+        Drift::new("accounting", key, odoo, system, reason, fixable)
     };
     for (id, e) in &side.entries {
         let key = format!("move-{id}");
@@ -466,14 +480,7 @@ async fn fix_accounting(
         let mut tries = 0;
         let result = loop {
             match sink.deliver_as(e, generation).await {
-                Err(err) if err.is_transient() && tries < 5 => {
-                    tries += 1;
-                    let wait = err
-                        .retry_after
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(Duration::from_secs(30));
-                    tokio::time::sleep(wait).await;
-                }
+                Err(err) if sinks::policy::pause_before_retry(&err, &mut tries).await => {}
                 other => break other,
             }
         };

@@ -172,16 +172,8 @@ impl AccountingSink {
             let mut tries = 0;
             let answer = loop {
                 match self.client.query(&q).await {
-                    Ok(a) => break a,
-                    Err(e) if e.is_transient() && tries < 5 => {
-                        tries += 1;
-                        let wait = e
-                            .retry_after
-                            .unwrap_or(std::time::Duration::from_secs(1))
-                            .min(std::time::Duration::from_secs(30));
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) if crate::policy::pause_before_retry(&e, &mut tries).await => {}
+                    other => break other?,
                 }
             };
             let entries = answer["JournalEntry"]
