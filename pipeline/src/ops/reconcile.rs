@@ -174,16 +174,14 @@ struct Checked<S> {
     skipped: BTreeMap<String, usize>,
 }
 
+/// Compares with Shopify through `sink`, a fresh one: the holds of the storefront orders still
+/// in the inbox are taken into it here.
 async fn shopify_drifts(
-    cfg: &Config,
-    state: &std::sync::Arc<crate::state::StateDb>,
+    mut sink: sinks::shopify::ShopifySink,
+    state: &crate::state::StateDb,
     side: &OdooSide,
     only: Option<&[(String, String)]>,
 ) -> Result<Checked<sinks::shopify::ShopifySink>> {
-    let sinks = crate::cli::run::build_sinks(cfg, state).await?;
-    let mut sink = sinks
-        .shopify
-        .context("the shopify sink is not configured")?;
     for note in pending_orders(state).await {
         if let sinks::shopify::GuardNote::Received { lines, .. } = note {
             for (sku, location, units) in lines {
@@ -268,13 +266,10 @@ async fn shopify_drifts(
 }
 
 async fn wms_drifts(
-    cfg: &Config,
-    state: &std::sync::Arc<crate::state::StateDb>,
+    sink: sinks::wms::WmsSink,
     side: &OdooSide,
     only: Option<&[String]>,
 ) -> Result<Checked<sinks::wms::WmsSink>> {
-    let sinks = crate::cli::run::build_sinks(cfg, state).await?;
-    let sink = sinks.wms.context("the wms sink is not configured")?;
     let mut drifts = Vec::new();
     let mut checked = 0;
     for (reference, event) in &side.deliveries {
@@ -314,15 +309,11 @@ async fn wms_drifts(
 }
 
 async fn accounting_drifts(
-    cfg: &Config,
-    state: &std::sync::Arc<crate::state::StateDb>,
+    mut sink: sinks::accounting::AccountingSink,
+    state: &crate::state::StateDb,
     side: &OdooSide,
     only: Option<&[String]>,
 ) -> Result<Checked<sinks::accounting::AccountingSink>> {
-    let sinks = crate::cli::run::build_sinks(cfg, state).await?;
-    let mut sink = sinks
-        .accounting
-        .context("the accounting sink is not configured")?;
     let wanted = |key: &str| only.is_none_or(|o| o.iter().any(|k| k == key));
     // The books are read from the earliest posted move's date on.
     let since = side
@@ -554,17 +545,29 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
     }
     // Round 1: every level and ready delivery.
     let first = odoo_side(&cfg, &source).await?;
+    // The sinks, built once; round 2 needs only a fresh Shopify sink (its holds are taken
+    // again), the WMS and accounting sinks serve both rounds and the fixes.
+    let mut built = crate::cli::run::build_sinks(&cfg, &state).await?;
     let mut shopify = None;
     let mut wms = None;
+    let mut books = None;
     if wanted("shopify") {
-        shopify = Some(shopify_drifts(&cfg, &state, &first, None).await?);
+        let sink = built
+            .shopify
+            .take()
+            .context("the shopify sink is not configured")?;
+        shopify = Some(shopify_drifts(sink, &state, &first, None).await?);
     }
     if wanted("wms") {
-        wms = Some(wms_drifts(&cfg, &state, &first, None).await?);
+        let sink = built.wms.take().context("the wms sink is not configured")?;
+        wms = Some(wms_drifts(sink, &first, None).await?);
     }
-    let mut books = None;
     if wanted("accounting") {
-        books = Some(accounting_drifts(&cfg, &state, &first, None).await?);
+        let sink = built
+            .accounting
+            .take()
+            .context("the accounting sink is not configured")?;
+        books = Some(accounting_drifts(sink, &state, &first, None).await?);
     }
     let mut checked = BTreeMap::new();
     let mut skipped = BTreeMap::new();
@@ -617,21 +620,31 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
                     Some((s.to_string(), w.to_string()))
                 })
                 .collect();
-            let again = shopify_drifts(&cfg, &state, &second, Some(&keys)).await?;
+            let fresh = crate::cli::run::build_sinks(&cfg, &state)
+                .await?
+                .shopify
+                .context("the shopify sink is not configured")?;
+            let again = shopify_drifts(fresh, &state, &second, Some(&keys)).await?;
             c.sink = again.sink;
             c.drifts = again.drifts;
         }
-        if let Some(c) = wms.as_mut() {
+        if let Some(c) = wms.take() {
             let keys: Vec<String> = c.drifts.iter().map(|d| d.key.clone()).collect();
-            let again = wms_drifts(&cfg, &state, &second, Some(&keys)).await?;
-            c.sink = again.sink;
-            c.drifts = again.drifts;
+            let again = wms_drifts(c.sink, &second, Some(&keys)).await?;
+            wms = Some(Checked {
+                drifts: again.drifts,
+                sink: again.sink,
+                ..c
+            });
         }
-        if let Some(c) = books.as_mut() {
+        if let Some(c) = books.take() {
             let keys: Vec<String> = c.drifts.iter().map(|d| d.key.clone()).collect();
-            let again = accounting_drifts(&cfg, &state, &second, Some(&keys)).await?;
-            c.sink = again.sink;
-            c.drifts = again.drifts;
+            let again = accounting_drifts(c.sink, &state, &second, Some(&keys)).await?;
+            books = Some(Checked {
+                drifts: again.drifts,
+                sink: again.sink,
+                ..c
+            });
         }
         if opts.fix {
             if let Some(c) = books.as_mut() {

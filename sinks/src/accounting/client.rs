@@ -168,20 +168,50 @@ impl AccountingClient {
         requestid: &str,
         body: &Value,
     ) -> Result<Value, SinkError> {
+        let url = format!(
+            "{}/v3/company/{}/{path}",
+            self.cfg.base_url, self.cfg.realm_id
+        );
+        self.call(path, |http, token| {
+            http.post(&url)
+                .query(&[("requestid", requestid), ("minorversion", "75")])
+                .bearer_auth(token)
+                .json(body)
+        })
+        .await
+    }
+
+    /// Runs a QuickBooks query (`select * from JournalEntry ...`): the `QueryResponse`
+    /// object; renews the token once on 401.
+    pub async fn query(&mut self, query: &str) -> Result<Value, SinkError> {
+        let url = format!(
+            "{}/v3/company/{}/query",
+            self.cfg.base_url, self.cfg.realm_id
+        );
+        let v = self
+            .call("query", |http, token| {
+                http.get(&url)
+                    .query(&[("query", query), ("minorversion", "75")])
+                    .bearer_auth(token)
+            })
+            .await?;
+        Ok(v.get("QueryResponse").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Sends the request `build` makes with the current access token: the answer's JSON, a
+    /// Fault (inside a 200 too) as a permanent error; on a 401 the token is renewed and the
+    /// request sent once more.
+    async fn call(
+        &mut self,
+        what: &str,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<Value, SinkError> {
         for attempt in 0..2 {
             let token = self.token().await?;
-            let resp = self
-                .http
-                .post(format!(
-                    "{}/v3/company/{}/{path}",
-                    self.cfg.base_url, self.cfg.realm_id
-                ))
-                .query(&[("requestid", requestid), ("minorversion", "75")])
-                .bearer_auth(&token)
-                .json(body)
+            let resp = build(&self.http, &token)
                 .send()
                 .await
-                .map_err(|e| from_transport(path, e))?;
+                .map_err(|e| from_transport(what, e))?;
             let status = resp.status().as_u16();
             let retry = crate::retry_after(&resp);
             let text = resp.text().await.unwrap_or_default();
@@ -190,15 +220,15 @@ impl AccountingClient {
                 continue;
             }
             if status != 200 {
-                return Err(from_response(path, status, retry.as_deref(), &text));
+                return Err(from_response(what, status, retry.as_deref(), &text));
             }
             let v: Value = serde_json::from_str(&text)
-                .map_err(|e| SinkError::transient(format!("{path}: bad answer: {e}")))?;
+                .map_err(|e| SinkError::transient(format!("{what}: bad answer: {e}")))?;
             if let Some(f) = v.get("Fault") {
                 // A Fault inside a 200 is still a fault.
                 return Err(SinkError {
                     class: Class::Permanent,
-                    message: format!("{path}: {f}"),
+                    message: format!("{what}: {f}"),
                     retry_after: None,
                     source: None,
                 });
@@ -206,46 +236,8 @@ impl AccountingClient {
             return Ok(v);
         }
         Err(SinkError::transient(format!(
-            "{path}: unauthorized after a token refresh"
+            "{what}: unauthorized after a token refresh"
         )))
-    }
-
-    /// Runs a QuickBooks query (`select * from JournalEntry ...`): the `QueryResponse`
-    /// object; renews the token once on 401.
-    pub async fn query(&mut self, query: &str) -> Result<Value, SinkError> {
-        for attempt in 0..2 {
-            let token = self.token().await?;
-            let resp = self
-                .http
-                .get(format!(
-                    "{}/v3/company/{}/query",
-                    self.cfg.base_url, self.cfg.realm_id
-                ))
-                .query(&[("query", query), ("minorversion", "75")])
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(|e| from_transport("query", e))?;
-            let status = resp.status().as_u16();
-            let retry = crate::retry_after(&resp);
-            let text = resp.text().await.unwrap_or_default();
-            if status == 401 && attempt == 0 {
-                self.access = None;
-                continue;
-            }
-            if status != 200 {
-                return Err(from_response("query", status, retry.as_deref(), &text));
-            }
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| SinkError::transient(format!("query: bad answer: {e}")))?;
-            if let Some(f) = v.get("Fault") {
-                return Err(SinkError::permanent(format!("query: {f}")));
-            }
-            return Ok(v.get("QueryResponse").cloned().unwrap_or(Value::Null));
-        }
-        Err(SinkError::transient(
-            "query: unauthorized after a token refresh",
-        ))
     }
 
     /// The entry JSON of the batch or single endpoint.
