@@ -9,6 +9,7 @@
 //!   checkpoint;
 //! - [`ops`]: health, readiness and metrics (and the HTTP server handle);
 //! - [`writeback`]: webhooks in (receiver, durable inbox) and their write-back into Odoo;
+//! - [`ui`]: the web workbench served by `odoo-cdc run` (`[ui] listen`);
 //! - [`cli`]: the commands of the `odoo-cdc` binary, the demo included.
 
 pub mod cli;
@@ -16,4 +17,5 @@ pub mod config;
 pub mod ops;
 pub mod runtime;
 pub mod state;
+pub mod ui;
 pub mod writeback;

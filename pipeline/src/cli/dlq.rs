@@ -40,7 +40,7 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
     let rows = client
         .query(
             "SELECT id, sink, key, source_lsn, reason, created_at::text, replayed_at::text, event::text, \
-             count, last_seen::text, generation FROM odoo_cdc.dead_letters ORDER BY id",
+             count, last_seen::text, generation, discarded_at::text FROM odoo_cdc.dead_letters ORDER BY id",
             &[],
         )
         .await?;
@@ -50,6 +50,7 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
         let created: String = r.get(5);
         let replayed: Option<String> = r.get(6);
         let (count, last_seen, generation): (i32, String, i32) = (r.get(8), r.get(9), r.get(10));
+        let discarded: Option<String> = r.get(11);
         if json {
             let event: serde_json::Value =
                 serde_json::from_str(&r.get::<_, String>(7)).unwrap_or_default();
@@ -58,10 +59,15 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
                 "{}",
                 serde_json::json!({"id": id, "sink": sink, "key": key, "source_lsn": lsn, "reason": reason,
                                    "created_at": created, "replayed_at": replayed, "event": event,
-                                   "count": count, "last_seen": last_seen, "generation": generation})
+                                   "count": count, "last_seen": last_seen, "generation": generation,
+                                   "discarded_at": discarded})
             )?;
         } else {
-            let state = replayed.map_or_else(|| "pending".to_string(), |t| format!("replayed {t}"));
+            let state = match (discarded, replayed) {
+                (Some(t), _) => format!("discarded {t}"),
+                (None, Some(t)) => format!("replayed {t}"),
+                (None, None) => "pending".to_string(),
+            };
             // The count and last sighting go after the reason: the first columns stay as they were.
             writeln!(
                 out,
@@ -72,36 +78,89 @@ pub async fn list(mut cfg: Config, json: bool, out: &mut impl Write) -> Result<(
     Ok(())
 }
 
+/// Which pending dead letters to deliver again.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// One, by id.
+    One(i64),
+    /// Every pending one.
+    All,
+    /// Every pending one of one sink and cause (the workbench's bulk replay).
+    Cause {
+        /// The sink.
+        sink: String,
+        /// The reason, exactly.
+        reason: String,
+    },
+}
+
+/// What replaying one dead letter came to.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The dead letter.
+    pub id: i64,
+    /// Its sink.
+    pub sink: String,
+    /// Its key (the audit trail's subject).
+    pub key: String,
+    /// Delivered (and marked), or why not.
+    pub outcome: Result<(), String>,
+}
+
 /// Delivers pending dead letters again (one, or all); marks the delivered ones.
-pub async fn replay(
-    mut cfg: Config,
-    id: Option<i64>,
-    all: bool,
-    out: &mut impl Write,
-) -> Result<bool> {
-    if id.is_none() && !all {
-        bail!("say which: --id N or --all");
-    }
-    let db = crate::state::StateDb::fixed(state_client(&mut cfg, false).await?);
-    let client = db.client().await?;
-    let rows = client
-        .query(
-            "SELECT id, sink, event::text, generation, last_refused FROM odoo_cdc.dead_letters WHERE replayed_at IS NULL AND ($1::bigint IS NULL OR id = $1) ORDER BY id",
-            &[&id],
-        )
-        .await?;
-    if rows.is_empty() {
+pub async fn replay(cfg: Config, id: Option<i64>, all: bool, out: &mut impl Write) -> Result<bool> {
+    let selection = match (id, all) {
+        (Some(id), _) => Selection::One(id),
+        (None, true) => Selection::All,
+        (None, false) => bail!("say which: --id N or --all"),
+    };
+    let results = replay_selected(cfg, &selection).await?;
+    if results.is_empty() {
         writeln!(out, "nothing to replay")?;
         return Ok(true);
     }
+    for r in &results {
+        match &r.outcome {
+            Ok(()) => writeln!(out, "{}\t{}\treplayed", r.id, r.sink)?,
+            Err(e) => writeln!(out, "{}\t{}\tstill failing: {e}", r.id, r.sink)?,
+        }
+    }
+    Ok(results.iter().all(|r| r.outcome.is_ok()))
+}
+
+/// Delivers the selected pending dead letters again through the configured sinks (the
+/// webhook ones through Odoo's API), marking each delivered one; one result per dead letter.
+pub async fn replay_selected(mut cfg: Config, selection: &Selection) -> Result<Vec<Replayed>> {
+    let db = crate::state::StateDb::fixed(state_client(&mut cfg, false).await?);
+    let client = db.client().await?;
+    let (id, sink, reason) = match selection {
+        Selection::One(id) => (Some(*id), None, None),
+        Selection::All => (None, None, None),
+        Selection::Cause { sink, reason } => (None, Some(sink.as_str()), Some(reason.as_str())),
+    };
+    let rows = client
+        .query(
+            "SELECT id, sink, event::text, generation, last_refused, key FROM odoo_cdc.dead_letters WHERE replayed_at IS NULL \
+             AND ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR (sink = $2 AND md5(reason) = md5($3))) ORDER BY id",
+            &[&id, &sink, &reason],
+        )
+        .await?;
+    let mut results = Vec::with_capacity(rows.len());
+    if rows.is_empty() {
+        return Ok(results);
+    }
     let mut sinks = crate::cli::run::build_sinks(&cfg, &db).await?;
     let fulfillment = sinks.fulfillment_sink(db.clone(), std::sync::Arc::default());
-    let mut all_ok = true;
     for r in rows {
-        let (id, sink): (i64, String) = (r.get(0), r.get(1));
+        let (id, sink, key): (i64, String, String) = (r.get(0), r.get(1), r.get(5));
         if sink == "odoo" {
-            let ok = replay_webhook(&cfg, &client, id, &r.get::<_, String>(2), out).await?;
-            all_ok &= ok;
+            let outcome = replay_webhook(&cfg, &client, id, &r.get::<_, String>(2)).await?;
+            results.push(Replayed {
+                id,
+                sink,
+                key,
+                outcome,
+            });
             continue;
         }
         let event: RetailEvent = serde_json::from_str(&r.get::<_, String>(2))?;
@@ -156,7 +215,7 @@ pub async fn replay(
             },
             (other, _) => Err(format!("unknown sink {other}")),
         };
-        match result {
+        let outcome = match result {
             Ok(()) => {
                 client
                     .execute(
@@ -164,20 +223,21 @@ pub async fn replay(
                         &[&id],
                     )
                     .await?;
-                writeln!(out, "{id}\t{sink}\treplayed")?;
+                Ok(())
             }
-            Err(reason) => {
-                all_ok = false;
-                let kind = if transient {
-                    " (transient; the next replay repeats this attempt)"
-                } else {
-                    ""
-                };
-                writeln!(out, "{id}\t{sink}\tstill failing: {reason}{kind}")?;
-            }
-        }
+            Err(reason) if transient => Err(format!(
+                "{reason} (transient; the next replay repeats this attempt)"
+            )),
+            Err(reason) => Err(reason),
+        };
+        results.push(Replayed {
+            id,
+            sink,
+            key,
+            outcome,
+        });
     }
-    Ok(all_ok)
+    Ok(results)
 }
 
 /// Applies a dead-lettered webhook to Odoo again (after the SKU, tax or data is fixed).
@@ -186,14 +246,9 @@ async fn replay_webhook(
     client: &tokio_postgres::Client,
     dead_id: i64,
     event: &str,
-    out: &mut impl Write,
-) -> Result<bool> {
+) -> Result<Result<(), String>> {
     let Some(odoo) = &cfg.odoo else {
-        writeln!(
-            out,
-            "{dead_id}\todoo\tstill failing: no [odoo] section in the config"
-        )?;
-        return Ok(false);
+        return Ok(Err("no [odoo] section in the config".into()));
     };
     let inbox_id = serde_json::from_str::<serde_json::Value>(event)?["inbox_id"]
         .as_i64()
@@ -235,13 +290,9 @@ async fn replay_webhook(
                     &[&dead_id],
                 )
                 .await?;
-            writeln!(out, "{dead_id}\todoo\treplayed")?;
-            Ok(true)
+            Ok(Ok(()))
         }
-        crate::writeback::inbox::Outcome::Retry(e) => {
-            writeln!(out, "{dead_id}\todoo\tstill failing: {e}")?;
-            Ok(false)
-        }
+        crate::writeback::inbox::Outcome::Retry(e) => Ok(Err(e.to_string())),
         crate::writeback::inbox::Outcome::Dead(reason) => {
             crate::state::audit(
                 client,
@@ -252,8 +303,7 @@ async fn replay_webhook(
                 None,
             )
             .await;
-            writeln!(out, "{dead_id}\todoo\tstill failing: {reason}")?;
-            Ok(false)
+            Ok(Err(reason.clone()))
         }
     }
 }

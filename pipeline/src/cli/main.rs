@@ -150,6 +150,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The web workbench (`[ui]` in the config, served by `odoo-cdc run`).
+    Ui {
+        #[command(subcommand)]
+        command: UiCommand,
+    },
     /// Validate a configuration file (secrets from the environment); names the bad field.
     CheckConfig {
         /// The TOML file.
@@ -167,6 +172,13 @@ enum Command {
         #[command(subcommand)]
         action: SlotAction,
     },
+}
+
+#[derive(Subcommand)]
+enum UiCommand {
+    /// Print an Argon2id hash of the password read from standard input, for
+    /// `[[ui.users]] password_hash`.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -429,6 +441,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::from(2)
                 }
             });
+        }
+        Command::Ui {
+            command: UiCommand::HashPassword,
+        } => {
+            // The password from standard input (its first line), never from the command line.
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.chars().count() < 12 {
+                eprintln!("odoo-cdc: ui hash-password: a password of at least 12 characters, on standard input");
+                return Ok(ExitCode::from(2));
+            }
+            match pipeline::ui::auth::hash_password(password) {
+                Ok(h) => std::io::Write::write_all(&mut stdout, format!("{h}\n").as_bytes())?,
+                Err(e) => {
+                    eprintln!("odoo-cdc: ui hash-password: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
         }
         Command::CheckConfig { config } => {
             let text = std::fs::read_to_string(&config)

@@ -475,6 +475,7 @@ pub async fn run_with(
         ),
         None => None,
     };
+    let _workbench = crate::ui::serve(&cfg, shared.clone(), state.clone()).await?;
     let (inbox_stop, _webhook_server) = match (&cfg.webhooks, &cfg.odoo) {
         (Some(w), Some(o)) => {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

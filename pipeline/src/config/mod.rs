@@ -64,6 +64,59 @@ pub struct Config {
     /// Reconciliation scheduled inside `odoo-cdc run` (off by default).
     #[serde(default)]
     pub reconcile: Reconcile,
+    /// The web workbench served by `odoo-cdc run` (off unless `[ui] listen` is set).
+    #[serde(default)]
+    pub ui: Option<Ui>,
+}
+
+/// `[ui]`: the workbench (Now, Exceptions, Blocked orders, Drift, Order trail) behind a login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    /// `host:port` to serve on (put TLS in front: see `pipeline/deploy/README.md`).
+    pub listen: String,
+    /// People who may log in: name, role and an Argon2 password hash
+    /// (`odoo-cdc ui hash-password` makes one).
+    #[serde(default)]
+    pub users: Vec<UiUser>,
+    /// A token that logs in as operator (`ODOO_CDC_UI_TOKEN`; for automation and break-glass).
+    #[serde(default)]
+    pub token: Secret,
+    /// A token that logs in as viewer (`ODOO_CDC_UI_VIEWER_TOKEN`).
+    #[serde(default)]
+    pub viewer_token: Secret,
+    /// Hours a login lasts.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure` (set it when the workbench is reached over TLS).
+    #[serde(default)]
+    pub secure_cookie: bool,
+}
+
+fn default_session_hours() -> u64 {
+    12
+}
+
+/// A workbench user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiUser {
+    /// Login name (shown in the audit trail).
+    pub name: String,
+    /// `viewer` (reads everything) or `operator` (also replays, discards, reconciles).
+    pub role: Role,
+    /// PHC string of an Argon2 hash (`$argon2id$...`).
+    pub password_hash: Secret,
+}
+
+/// What a workbench user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads every page.
+    Viewer,
+    /// Reads, and acts: replay, discard, reconcile and fix.
+    Operator,
 }
 
 /// `[reconcile]`: `odoo-cdc reconcile` run by `odoo-cdc run` every `interval_secs`.
@@ -504,6 +557,14 @@ impl Config {
                 w.previous_secret = Secret(v);
             }
         }
+        if let Some(u) = self.ui.as_mut() {
+            if let Some(v) = env("ODOO_CDC_UI_TOKEN") {
+                u.token = Secret(v);
+            }
+            if let Some(v) = env("ODOO_CDC_UI_VIEWER_TOKEN") {
+                u.viewer_token = Secret(v);
+            }
+        }
         if let Some(pw) = env("ODOO_CDC_SOURCE_PASSWORD") {
             self.source.password = Secret(pw);
         }
@@ -612,6 +673,43 @@ impl Config {
                         "must contain {number}",
                     ));
                 }
+            }
+        }
+        if let Some(u) = &self.ui {
+            u.listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| err("ui.listen", format!("{:?}: {e}", u.listen)))?;
+            if u.users.is_empty()
+                && u.token.expose().is_empty()
+                && u.viewer_token.expose().is_empty()
+            {
+                return Err(err(
+                    "ui.users",
+                    "nobody could log in: add [[ui.users]] or set ODOO_CDC_UI_TOKEN",
+                ));
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, user) in u.users.iter().enumerate() {
+                if user.name.trim().is_empty() || !names.insert(user.name.as_str()) {
+                    return Err(err(
+                        &format!("ui.users[{i}].name"),
+                        "must be non-empty and unique",
+                    ));
+                }
+                argon2::PasswordHash::new(user.password_hash.expose()).map_err(|e| {
+                    err(
+                        &format!("ui.users[{i}].password_hash"),
+                        format!("not a PHC hash string ({e}): make one with `odoo-cdc ui hash-password`"),
+                    )
+                })?;
+            }
+            for (field, t) in [("ui.token", &u.token), ("ui.viewer_token", &u.viewer_token)] {
+                if !t.expose().is_empty() && t.expose().len() < 16 {
+                    return Err(err(field, "must be at least 16 characters"));
+                }
+            }
+            if u.session_hours == 0 {
+                return Err(err("ui.session_hours", "must be at least 1"));
             }
         }
         if self.runtime.partitions == 0 || self.runtime.partitions > 256 {

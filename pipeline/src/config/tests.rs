@@ -97,3 +97,44 @@ fn the_bad_field_is_named() {
     bad.source.url = "not a url at all ::".into();
     assert_eq!(bad.validate().unwrap_err().field, "source.url");
 }
+
+#[test]
+fn the_workbench_needs_somebody_who_can_log_in_with_a_real_hash() {
+    let with = |ui: &str| {
+        let mut c: Config = format!("{GOOD}\n{ui}").parse().unwrap();
+        c.apply_env(&|k| match k {
+            "ODOO_CDC_UI_TOKEN" => Some("an-operator-token-of-length".into()),
+            other => env(other),
+        });
+        c.validate()
+    };
+    let no_env = |ui: &str| {
+        let mut c: Config = format!("{GOOD}\n{ui}").parse().unwrap();
+        c.apply_env(&env);
+        c.validate().map_err(|e| e.field)
+    };
+    assert_eq!(with("[ui]\nlisten = \"127.0.0.1:8088\"\n"), Ok(()));
+    assert_eq!(
+        no_env("[ui]\nlisten = \"127.0.0.1:8088\"\n"),
+        Err("ui.users".into())
+    );
+    assert_eq!(
+        no_env("[ui]\nlisten = \"localhost\"\n"),
+        Err("ui.listen".into())
+    );
+    let hash = crate::ui::auth::hash_password("a long password").unwrap();
+    assert_eq!(
+        no_env(&format!(
+            "[ui]\nlisten = \"127.0.0.1:8088\"\n[[ui.users]]\nname = \"ops\"\nrole = \"operator\"\npassword_hash = \"{hash}\"\n"
+        )),
+        Ok(())
+    );
+    assert_eq!(
+        no_env("[ui]\nlisten = \"127.0.0.1:8088\"\n[[ui.users]]\nname = \"ops\"\nrole = \"operator\"\npassword_hash = \"hunter2\"\n"),
+        Err("ui.users[0].password_hash".into())
+    );
+    // A role that does not exist is refused when parsing.
+    assert!(format!("{GOOD}\n[ui]\nlisten = \"127.0.0.1:8088\"\n[[ui.users]]\nname = \"x\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n")
+        .parse::<Config>()
+        .is_err());
+}

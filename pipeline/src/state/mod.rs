@@ -227,6 +227,16 @@ pub const MIGRATIONS: &[&str] = &[
     // Webhook dead letters are one per inbox row already (the inbox is unique on the event).
     "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_pending ON odoo_cdc.dead_letters (sink, key, md5(reason)) \
      WHERE replayed_at IS NULL AND sink <> 'odoo'",
+    // The workbench: a dead letter a person discarded (closed without delivering, with a
+    // comment in the audit trail); who did what; and the indexes its pages page through.
+    "ALTER TABLE odoo_cdc.dead_letters ADD COLUMN IF NOT EXISTS discarded_at timestamptz",
+    "ALTER TABLE odoo_cdc.audit ADD COLUMN IF NOT EXISTS actor text",
+    "CREATE INDEX IF NOT EXISTS dead_letters_open ON odoo_cdc.dead_letters (id) WHERE replayed_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS dead_letters_open_cause ON odoo_cdc.dead_letters (sink, md5(reason), id) WHERE replayed_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS dead_letters_key ON odoo_cdc.dead_letters (key)",
+    "CREATE INDEX IF NOT EXISTS audit_odoo ON odoo_cdc.audit (odoo_id) WHERE odoo_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS audit_mismatch ON odoo_cdc.audit (id) WHERE kind = 'total-mismatch'",
+    "CREATE INDEX IF NOT EXISTS audit_actor ON odoo_cdc.audit (id) WHERE actor IS NOT NULL",
 ];
 
 /// Records an audit line (best effort: a failure is logged, never fatal).
@@ -247,6 +257,25 @@ pub async fn audit(
     {
         tracing::warn!(error = %e, shopify_id, kind, "cannot write the audit trail");
     }
+}
+
+/// Records what a person did (a workbench action), with who and why, under `subject` (the
+/// dead letter's key, a Shopify order id, or `reconcile`). Unlike [`audit`], a failure is
+/// returned: an action that cannot be recorded is not taken as done.
+pub async fn audit_action(
+    client: &Client,
+    subject: &str,
+    kind: &str,
+    detail: &str,
+    actor: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO odoo_cdc.audit (shopify_id, kind, detail, actor) VALUES ($1, $2, $3, $4)",
+            &[&subject, &kind, &detail, &actor],
+        )
+        .await
+        .map(drop)
 }
 
 /// Runs the migrations.
