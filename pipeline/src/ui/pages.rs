@@ -259,7 +259,7 @@ pub async fn exceptions(w: &Workbench, s: &Session, q: &Q) -> Result<String> {
         ["shopify", "shopify_fulfillment", "wms", "accounting", "odoo"]
             .iter()
             .map(|k| format!(
-                "<option{}>{k}</option>",
+                "<option value=\"{k}\"{}>{k}</option>",
                 if Some(*k) == sink { " selected" } else { "" }
             ))
             .collect::<String>(),
@@ -268,7 +268,7 @@ pub async fn exceptions(w: &Workbench, s: &Session, q: &Q) -> Result<String> {
         ["open", "closed", "all"]
             .iter()
             .map(|k| format!(
-                "<option{}>{k}</option>",
+                "<option value=\"{k}\"{}>{k}</option>",
                 if *k == state { " selected" } else { "" }
             ))
             .collect::<String>(),
@@ -571,7 +571,7 @@ pub async fn drift(w: &Workbench, s: &Session, q: &Q) -> Result<String> {
             out,
             "<form method=\"post\" action=\"/drift/reconcile\" id=\"reconcile-form\">{}\
              <label>system <select name=\"sink\" id=\"r-sink\"><option value=\"\">all</option>\
-             <option>shopify</option><option>wms</option><option>accounting</option></select></label> \
+             <option value=\"shopify\">shopify</option><option value=\"wms\">wms</option><option value=\"accounting\">accounting</option></select></label> \
              <label><input type=\"checkbox\" name=\"fix\" value=\"1\" id=\"r-fix\"> fix what can be fixed</label> \
              <input name=\"comment\" id=\"r-comment\" placeholder=\"why (required)\" required size=\"28\"> \
              <button id=\"reconcile\">Reconcile now</button></form>",
