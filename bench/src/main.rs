@@ -19,6 +19,7 @@ mod rig;
 mod saturate;
 mod snapshot;
 mod webhooks;
+mod workbench;
 
 #[derive(Parser)]
 #[command(about = "odoo-cdc benchmarks")]
@@ -117,6 +118,19 @@ enum Scenario {
         /// `odoo.cache_ttl_secs` of the write-back (0: every lookup asks Odoo).
         #[arg(long, default_value_t = pipeline::config::DEFAULT_CACHE_TTL_SECS)]
         cache_ttl_secs: u64,
+    },
+    /// The workbench's pages with 100,000 dead letters and a million audit lines, against the
+    /// same pages before the backlog was loaded.
+    Workbench {
+        /// Dead letters loaded (a fifth of them replayed).
+        #[arg(long, default_value_t = 100_000)]
+        dead_letters: i64,
+        /// Audit lines loaded (ten per order).
+        #[arg(long, default_value_t = 1_000_000)]
+        audit_lines: i64,
+        /// GETs of each page; the median and p95 are reported.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
     },
     /// Internal: run a command, then print its wall time and peak RSS (KiB).
     #[command(hide = true)]
@@ -557,6 +571,11 @@ fn main() -> Result<()> {
             concurrency,
             cache_ttl_secs,
         } => webhooks::run(count, concurrency.max(1), cache_ttl_secs),
+        Scenario::Workbench {
+            dead_letters,
+            audit_lines,
+            runs,
+        } => workbench::run(dead_letters, audit_lines, runs.max(1)),
         Scenario::Measure { argv } => measure_child(&argv),
     }
 }
