@@ -132,6 +132,14 @@ pub struct Reconcile {
     /// Longest wait for the stream to pass the first snapshot (`--settle-secs`).
     #[serde(default = "default_settle")]
     pub settle_secs: u64,
+    /// Units Shopify lost that no webhook explained for this long stop being held back by the
+    /// oversell guard (default 14400: Shopify retries a webhook 8 times over 4 hours).
+    #[serde(default = "default_unexplained_after")]
+    pub unexplained_after_secs: u64,
+}
+
+fn default_unexplained_after() -> u64 {
+    4 * 3600
 }
 
 fn default_settle() -> u64 {
@@ -144,6 +152,7 @@ impl Default for Reconcile {
             interval_secs: 0,
             fix: false,
             settle_secs: default_settle(),
+            unexplained_after_secs: default_unexplained_after(),
         }
     }
 }

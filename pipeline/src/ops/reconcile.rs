@@ -82,6 +82,95 @@ pub struct Report {
     /// within the settle time (its drifts may be changes still on their way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline_behind: Option<String>,
+    /// Units the running pipeline's oversell guard held back because Shopify lost them, and
+    /// stopped holding because no webhook explained them within Shopify's retry window (only
+    /// reconciliation inside `odoo-cdc run` — scheduled, or from the workbench — reaches the guard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexplained_cleared: Vec<Cleared>,
+}
+
+/// Unexplained units the oversell guard stopped holding back.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Cleared {
+    /// SKU.
+    pub sku: String,
+    /// Odoo warehouse.
+    pub warehouse: String,
+    /// Units given back to the Shopify level.
+    pub units: i64,
+    /// Seconds since the oldest of them was noticed.
+    pub age_secs: u64,
+}
+
+/// Asks the running pipeline's oversell guard to stop holding back the units no webhook explained
+/// within `window`, and waits (up to 5 s) for what it cleared. Nothing when no guard runs here.
+pub async fn expire_guard(shared: &crate::runtime::Shared, window: Duration) -> Vec<Cleared> {
+    if !shared.guard.is_active() {
+        return Vec::new();
+    }
+    shared
+        .guard
+        .send(sinks::shopify::guard::GuardNote::Expire { older_than: window });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while shared.guard.in_flight() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shared
+        .guard
+        .take_expired()
+        .into_iter()
+        .map(|e| Cleared {
+            sku: e.sku,
+            warehouse: e.warehouse,
+            units: e.units,
+            age_secs: e.age.as_secs(),
+        })
+        .collect()
+}
+
+/// Reconciliation inside `odoo-cdc run`: the oversell guard's stale unexplained units are
+/// cleared first (and reported, audited under `reconcile`), then [`reconcile`] runs.
+pub async fn reconcile_in_process(
+    cfg: Config,
+    opts: &Options,
+    shared: &crate::runtime::Shared,
+) -> Result<Report> {
+    let window = Duration::from_secs(cfg.reconcile.unexplained_after_secs);
+    let cleared = if opts.sink.as_deref().is_none_or(|s| s == "shopify") {
+        expire_guard(shared, window).await
+    } else {
+        Vec::new()
+    };
+    let state = shared.state.clone();
+    let mut report = reconcile(cfg, opts).await?;
+    if cleared.is_empty() {
+        return Ok(report);
+    }
+    report.unexplained_cleared = cleared;
+    if let Some(state) = state {
+        let c = state.client().await?;
+        for x in &report.unexplained_cleared {
+            crate::state::audit(
+                &c,
+                "reconcile",
+                None,
+                "guard-expired",
+                &format!(
+                    "{}@{}: {} units Shopify lost {} s ago that no webhook explained within Shopify's retry window; no longer held back",
+                    x.sku, x.warehouse, x.units, x.age_secs
+                ),
+                None,
+            )
+            .await;
+        }
+        crate::state::put(
+            &state,
+            "reconcile.last",
+            &serde_json::to_string(&report).unwrap_or_default(),
+        )
+        .await?;
+    }
+    Ok(report)
 }
 
 impl Report {
@@ -689,6 +778,7 @@ pub async fn reconcile(mut cfg: Config, opts: &Options) -> Result<Report> {
         drifts,
         skipped,
         pipeline_behind: behind,
+        unexplained_cleared: Vec::new(),
     };
     // Kept for the workbench's Drift page and `status`.
     crate::state::put(
@@ -815,6 +905,13 @@ pub fn print(report: &Report, as_json: bool, out: &mut impl Write) -> Result<()>
     for (why, n) in &report.skipped {
         writeln!(out, "not compared\t{n}\t{why}")?;
     }
+    for x in &report.unexplained_cleared {
+        writeln!(
+            out,
+            "cleared\tshopify\t{}@{}\t{} unexplained units held back for {} s: no webhook explained them within Shopify's retry window",
+            x.sku, x.warehouse, x.units, x.age_secs
+        )?;
+    }
     if let Some(b) = &report.pipeline_behind {
         writeln!(out, "note: {b}")?;
     }
@@ -882,7 +979,7 @@ pub async fn schedule(
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        match reconcile(cfg.clone(), &opts).await {
+        match reconcile_in_process(cfg.clone(), &opts, &shared).await {
             Ok(report) => {
                 shared.reconcile.runs_ok.fetch_add(1, Ordering::Relaxed);
                 let mut open: BTreeMap<String, u64> =

@@ -429,15 +429,22 @@ async fn reconcile(State(w): State<W>, headers: HeaderMap, Form(f): Form<Fields>
         settle: Duration::from_secs(w.cfg.reconcile.settle_secs),
     };
     let result: Result<String> = async {
-        let report = crate::ops::reconcile::reconcile(w.cfg.clone(), &opts).await?;
+        let report =
+            crate::ops::reconcile::reconcile_in_process(w.cfg.clone(), &opts, &w.shared).await?;
         let fixed = report.drifts.len() - report.open();
-        let what = format!(
+        let mut what = format!(
             "reconcile {}{}: {} drift(s), {fixed} fixed, {} open",
             sink.as_deref().unwrap_or("all"),
             if fix { " --fix" } else { "" },
             report.drifts.len(),
             report.open()
         );
+        if !report.unexplained_cleared.is_empty() {
+            let units: i64 = report.unexplained_cleared.iter().map(|c| c.units).sum();
+            what.push_str(&format!(
+                "; {units} unexplained units no longer held back by the oversell guard"
+            ));
+        }
         let client = w.state.client().await?;
         crate::state::audit_action(
             &client,

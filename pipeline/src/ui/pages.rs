@@ -632,6 +632,31 @@ pub async fn drift(w: &Workbench, s: &Session, q: &Q) -> Result<String> {
         .as_object()
         .map(|m| m.iter().map(|(k, v)| vec![esc(k), v.to_string()]).collect())
         .unwrap_or_default();
+    let cleared: Vec<Vec<String>> = report["unexplained_cleared"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                esc(&format!(
+                    "{}@{}",
+                    c["sku"].as_str().unwrap_or(""),
+                    c["warehouse"].as_str().unwrap_or("")
+                )),
+                c["units"].to_string(),
+                c["age_secs"].to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(
+        "<h2>Cleared from the oversell guard</h2><p class=\"muted\">Units Shopify lost that no webhook \
+         explained within Shopify's retry window: no longer held back from the level.</p>",
+    );
+    out.push_str(&table(
+        "cleared",
+        &["level", "units", "held for (s)"],
+        &cleared,
+    ));
     out.push_str("<h2>Not compared</h2>");
     out.push_str(&table("skipped", &["why", "count"], &skipped));
     Ok(out)

@@ -35,6 +35,13 @@ pub enum GuardNote {
         /// (sku, location id, units).
         lines: Vec<(String, Option<String>, i64)>,
     },
+    /// Reconciliation: units Shopify lost that no webhook explained within `older_than`
+    /// (Shopify's retry window) stop being held back; what was cleared is reported through
+    /// [`GuardChannel::take_expired`].
+    Expire {
+        /// Shopify's webhook retry window.
+        older_than: Duration,
+    },
     /// Odoo now has the order's effect (confirmed with its reservation, cancelled, or refused):
     /// once the stream passes `fence`, its units stop being held.
     Settled {
@@ -52,6 +59,21 @@ pub struct GuardChannel {
     active: AtomicBool,
     /// Notes sent and not yet taken into the guard (and published).
     in_flight: AtomicU64,
+    /// Unexplained units cleared by [`GuardNote::Expire`], not yet reported.
+    expired: Mutex<Vec<Expired>>,
+}
+
+/// Units the guard stopped holding back because no webhook explained them in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// SKU (or the inventory item id, when the SKU is no longer known).
+    pub sku: String,
+    /// Odoo warehouse (or the Shopify location id).
+    pub warehouse: String,
+    /// Units given back to the level.
+    pub units: i64,
+    /// How long ago the oldest of them was noticed.
+    pub age: Duration,
 }
 
 impl Default for GuardChannel {
@@ -62,6 +84,7 @@ impl Default for GuardChannel {
             rx: Mutex::new(Some(rx)),
             active: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
+            expired: Mutex::new(Vec::new()),
         }
     }
 }
@@ -80,6 +103,19 @@ impl GuardChannel {
     /// Notes sent that the guard has not taken in yet.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether a guard listens (a Shopify sink runs in this process).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// What [`GuardNote::Expire`] cleared since the last call.
+    pub fn take_expired(&self) -> Vec<Expired> {
+        self.expired
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default()
     }
 
     fn taken(&self, n: u64) {
@@ -160,6 +196,24 @@ impl GuardedShopify {
                 hold(&mut self.sink, &order, &mut held).await;
                 tracing::debug!(%order, levels = held.levels.len(), "holding back a Shopify order's units until Odoo reserves them");
                 self.held.insert(order, held);
+            }
+            GuardNote::Expire { older_than } => {
+                let cleared = self.sink.expire_unexplained(older_than);
+                for (sku, warehouse, units, age) in &cleared {
+                    tracing::warn!(%sku, %warehouse, units, age_secs = age.as_secs(), "oversell guard: Shopify lost units no webhook explained within the retry window; no longer held back");
+                }
+                if let Ok(mut g) = self.channel.expired.lock() {
+                    g.extend(
+                        cleared
+                            .into_iter()
+                            .map(|(sku, warehouse, units, age)| Expired {
+                                sku,
+                                warehouse,
+                                units,
+                                age,
+                            }),
+                    );
+                }
             }
             GuardNote::Settled { order, fence } => {
                 self.held

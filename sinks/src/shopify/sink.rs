@@ -31,6 +31,8 @@ pub type LevelKey = (String, String);
 pub struct Guard {
     pending: HashMap<LevelKey, i64>,
     unexplained: HashMap<LevelKey, i64>,
+    /// When the unexplained units were noticed, oldest first: (units, when).
+    noticed: HashMap<LevelKey, std::collections::VecDeque<(i64, std::time::Instant)>>,
 }
 
 impl Guard {
@@ -43,14 +45,66 @@ impl Guard {
     /// Shopify lost units that no webhook explains yet.
     pub fn note_drop(&mut self, key: &LevelKey, units: i64) {
         *self.unexplained.entry(key.clone()).or_default() += units;
+        self.noticed
+            .entry(key.clone())
+            .or_default()
+            .push_back((units, std::time::Instant::now()));
     }
 
-    /// An order webhook arrived for these units: they move from unexplained to pending.
+    /// An order webhook arrived for these units: they move from unexplained to pending
+    /// (the oldest unexplained units first).
     pub fn order_received(&mut self, key: &LevelKey, units: i64) {
         let u = self.unexplained.entry(key.clone()).or_default();
         let explained = (*u).min(units);
         *u -= explained;
         *self.pending.entry(key.clone()).or_default() += units;
+        self.forget_noticed(key, explained);
+    }
+
+    fn forget_noticed(&mut self, key: &LevelKey, mut units: i64) {
+        let Some(q) = self.noticed.get_mut(key) else {
+            return;
+        };
+        while units > 0 {
+            let Some(front) = q.front_mut() else { break };
+            let n = front.0.min(units);
+            front.0 -= n;
+            units -= n;
+            if front.0 == 0 {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Clears the unexplained units noticed longer than `window` ago (no webhook explained
+    /// them within Shopify's retry window: the loss was not a sale odoo-cdc will hear of):
+    /// (level, units cleared, age of the oldest).
+    pub fn expire(
+        &mut self,
+        window: std::time::Duration,
+    ) -> Vec<(LevelKey, i64, std::time::Duration)> {
+        let mut out = Vec::new();
+        for (key, q) in self.noticed.iter_mut() {
+            let mut units = 0;
+            let mut oldest = None;
+            while let Some((n, at)) = q.front().copied() {
+                if at.elapsed() < window {
+                    break;
+                }
+                oldest.get_or_insert(at.elapsed());
+                units += n;
+                q.pop_front();
+            }
+            if let (true, Some(age)) = (units > 0, oldest) {
+                if let Some(u) = self.unexplained.get_mut(key) {
+                    *u = (*u - units).max(0);
+                }
+                out.push((key.clone(), units, age));
+            }
+        }
+        self.noticed.retain(|_, q| !q.is_empty());
+        out.sort();
+        out
     }
 
     /// The order's reservation is now inside Odoo's sellable (the stream passed its fence).
@@ -153,6 +207,20 @@ impl ItemIds {
             .get(sku)
             .cloned()
             .or_else(|| self.resolved.get(sku))
+    }
+
+    /// The SKU of an item id, if configured or still cached.
+    fn sku_of(&self, item: &str) -> Option<String> {
+        self.configured
+            .iter()
+            .find(|(_, i)| i.as_str() == item)
+            .map(|(s, _)| s.clone())
+            .or_else(|| {
+                self.resolved
+                    .iter()
+                    .find(|(_, i)| i.as_str() == item)
+                    .map(|(s, _)| (*s).clone())
+            })
     }
 
     fn contains_key(&self, sku: &str) -> bool {
@@ -274,6 +342,34 @@ impl ShopifySink {
         if let Some((wh, _)) = self.cfg.location_map.iter().find(|(_, l)| **l == key.1) {
             self.recheck.insert((sku.to_string(), wh.clone()));
         }
+    }
+
+    /// Clears the guard's unexplained units older than `window` and writes their levels again
+    /// (Odoo, the system of record, says they are sellable): (sku, Odoo warehouse, units, age).
+    pub fn expire_unexplained(
+        &mut self,
+        window: std::time::Duration,
+    ) -> Vec<(String, String, i64, std::time::Duration)> {
+        let mut out = Vec::new();
+        for ((item, loc), units, age) in self.guard.expire(window) {
+            let sku = self.items.sku_of(&item);
+            let wh = self
+                .cfg
+                .location_map
+                .iter()
+                .find(|(_, l)| **l == loc)
+                .map(|(w, _)| w.clone());
+            match (sku, wh) {
+                (Some(sku), Some(wh)) => {
+                    self.recheck.insert((sku.clone(), wh.clone()));
+                    out.push((sku, wh, units, age));
+                }
+                // The item's SKU is no longer cached: the hold is gone all the same, and the
+                // level's next change writes it without these units held back.
+                (sku, wh) => out.push((sku.unwrap_or(item), wh.unwrap_or(loc), units, age)),
+            }
+        }
+        out
     }
 
     /// What Shopify holds for a level, as far as the sink knows.
@@ -635,5 +731,41 @@ impl ShopifySink {
         Err(SinkError::transient(
             "inventorySetQuantities: levels keep changing; will retry",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn unexplained_units_a_webhook_explains_stay_explained_and_the_rest_expire_oldest_first() {
+        let key: LevelKey = (
+            "gid://shopify/InventoryItem/1".into(),
+            "gid://shopify/Location/1".into(),
+        );
+        let mut g = Guard::default();
+        g.note_drop(&key, 3);
+        std::thread::sleep(Duration::from_millis(60));
+        g.note_drop(&key, 2);
+        assert_eq!(g.hold(&key), 5);
+        // A webhook for 2 units explains the two oldest: they are pending now.
+        g.order_received(&key, 2);
+        assert_eq!(g.get(&key), (2, 3));
+        // Nothing is older than an hour.
+        assert!(g.expire(Duration::from_secs(3600)).is_empty());
+        // The one unit left of the first drop is older than 50 ms; the second drop is not.
+        let cleared = g.expire(Duration::from_millis(50));
+        assert_eq!(cleared.len(), 1);
+        assert_eq!((cleared[0].0.clone(), cleared[0].1), (key.clone(), 1));
+        assert!(cleared[0].2 >= Duration::from_millis(50));
+        assert_eq!(g.get(&key), (2, 2));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(g.expire(Duration::from_millis(50))[0].1, 2);
+        assert_eq!(g.get(&key), (2, 0));
+        // Pending units (a webhook came) never expire: their fence releases them.
+        assert!(g.expire(Duration::ZERO).is_empty());
+        assert_eq!(g.hold(&key), 2);
     }
 }
