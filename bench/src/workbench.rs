@@ -89,6 +89,7 @@ pub fn run(dead_letters: i64, audit_lines: i64, runs: usize) -> Result<()> {
             state: state.clone(),
             auth: pipeline::ui::auth::Auth::new(cfg.ui.as_ref().context("[ui]")?),
             series: Arc::default(),
+            books: Default::default(),
         };
         let served = pipeline::ops::http::Served::start(
             "127.0.0.1:0",

@@ -405,3 +405,12 @@ pub fn stop_term(child: &mut Running) -> bool {
         .status();
     child.0.wait().map(|s| s.success()).unwrap_or(false)
 }
+
+/// A free TCP port on 127.0.0.1 (for a listener the test's odoo-cdc opens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port on 127.0.0.1")
+        .local_addr()
+        .expect("its address")
+        .port()
+}

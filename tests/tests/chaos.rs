@@ -19,14 +19,6 @@ use serde_json::json;
 /// One `/readyz` sample: the phase of the test, and whether it was ready (None: no answer).
 type Sample = (String, Option<bool>);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(config: &std::path::Path, log: &std::path::Path) -> Running {
     Running(
         Command::new(odoo_cdc_bin())
@@ -75,8 +67,8 @@ async fn faults_that_really_happen_are_survived_and_readiness_tells_the_truth() 
     let odoo_rpc = OdooRpcEmulator::start(OdooRpcConfig::new(&db.cluster.superuser_url("odoo")), 0)
         .await
         .unwrap();
-    let hook_port = free_port();
-    let metrics_port = free_port();
+    let hook_port = odoo_cdc_tests::free_port();
+    let metrics_port = odoo_cdc_tests::free_port();
     let shopify = ShopifyEmulator::start(
         ShopCfg {
             webhook_url: Some(format!("http://127.0.0.1:{hook_port}/webhooks/shopify")),

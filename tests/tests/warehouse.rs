@@ -22,14 +22,6 @@ use serde_json::{json, Value};
 const SHOP: &str = "odoo-cdc-demo.myshopify.com";
 const WMS_SECRET: &str = "wms-webhook-secret";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(config: &std::path::Path, log: &std::path::Path) -> Running {
     Running(
         Command::new(odoo_cdc_bin())
@@ -116,7 +108,7 @@ async fn shipments_receipts_and_counts_flow_into_odoo_and_shopify_exactly_once()
     let odoo_rpc = OdooRpcEmulator::start(OdooRpcConfig::new(&db.cluster.superuser_url("odoo")), 0)
         .await
         .unwrap();
-    let hook_port = free_port();
+    let hook_port = odoo_cdc_tests::free_port();
     let shopify = ShopifyEmulator::start(
         ShopCfg {
             webhook_url: Some(format!("http://127.0.0.1:{hook_port}/webhooks/shopify")),

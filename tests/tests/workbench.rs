@@ -20,14 +20,6 @@ use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, seeded_and_published, wait_until
 const VIEWER: (&str, &str) = ("vera", "viewer password 1");
 const OPERATOR: (&str, &str) = ("olga", "operator password 1");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn shots() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/workbench-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -47,7 +39,7 @@ fn chromedriver() -> Driver {
         .expect(
             "chromedriver is missing: install Debian's chromium and chromium-driver (.ci/run does)",
         );
-    let port = free_port();
+    let port = odoo_cdc_tests::free_port();
     let child = Command::new(bin)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -163,7 +155,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .map(|p| shopify.add_item(&p.sku, &[(1, 0)]))
         .collect();
     let missing = info.products[2].sku.clone();
-    let port = free_port();
+    let port = odoo_cdc_tests::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let dir = scratch_dir();
     let config = dir.join("odoo-cdc.toml");

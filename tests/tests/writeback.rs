@@ -20,14 +20,6 @@ use serde_json::{json, Value};
 const SHOP: &str = "odoo-cdc-demo.myshopify.com";
 const SECRET: &str = "hush";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(config: &std::path::Path, log: &std::path::Path) -> Running {
     Running(
         Command::new(odoo_cdc_bin())
@@ -115,7 +107,7 @@ async fn storefront_orders_land_in_odoo_exactly_once_through_every_failure() {
     let odoo_rpc = OdooRpcEmulator::start(OdooRpcConfig::new(&db.cluster.superuser_url("odoo")), 0)
         .await
         .unwrap();
-    let hook_port = free_port();
+    let hook_port = odoo_cdc_tests::free_port();
     let hook_url = format!("http://127.0.0.1:{hook_port}/webhooks/shopify");
     let shopify = ShopifyEmulator::start(
         ShopCfg {

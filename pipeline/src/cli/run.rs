@@ -142,7 +142,29 @@ pub async fn build_sinks(cfg: &Config, state: &Arc<crate::state::StateDb>) -> Re
         )?)),
         None => None,
     };
-    let accounting = match &cfg.sinks.accounting {
+    let accounting = accounting_sink(cfg, state, timeout).await?;
+    let fulfillment = match (&cfg.sinks.shopify, shopify_cfg) {
+        (Some(s), Some(c)) if s.fulfillments => {
+            Some((sinks::shopify::ShopifyClient::new(c)?, s.notify_customer))
+        }
+        _ => None,
+    };
+    Ok(Sinks {
+        shopify,
+        wms,
+        accounting,
+        fulfillment,
+    })
+}
+
+/// The accounting sink of `[sinks.accounting]` (its refresh token seeded into the state when
+/// none is kept there yet), or none when it is not configured.
+pub async fn accounting_sink(
+    cfg: &Config,
+    state: &Arc<crate::state::StateDb>,
+    timeout: Duration,
+) -> Result<Option<sinks::accounting::AccountingSink>> {
+    Ok(match &cfg.sinks.accounting {
         Some(a) => {
             // The configured refresh token only seeds the store; newer ones live in odoo_cdc.kv.
             if crate::state::get(state, crate::state::REFRESH_TOKEN_KEY)
@@ -185,18 +207,6 @@ pub async fn build_sinks(cfg: &Config, state: &Arc<crate::state::StateDb>) -> Re
             ))
         }
         None => None,
-    };
-    let fulfillment = match (&cfg.sinks.shopify, shopify_cfg) {
-        (Some(s), Some(c)) if s.fulfillments => {
-            Some((sinks::shopify::ShopifyClient::new(c)?, s.notify_customer))
-        }
-        _ => None,
-    };
-    Ok(Sinks {
-        shopify,
-        wms,
-        accounting,
-        fulfillment,
     })
 }
 

@@ -38,6 +38,9 @@ pub struct Workbench {
     pub auth: Auth,
     /// The Now page's last hour.
     pub series: Arc<series::Series>,
+    /// The books, asked by the order trail for a move's journal entries (built on first use,
+    /// one OAuth2 token for every page).
+    pub books: tokio::sync::Mutex<Option<sinks::accounting::AccountingSink>>,
 }
 
 type W = Arc<Workbench>;
@@ -60,6 +63,7 @@ pub async fn serve(
         state,
         auth: Auth::new(ui),
         series,
+        books: tokio::sync::Mutex::new(None),
     });
     let served = Served::start(&ui.listen, router(w), "workbench")
         .await

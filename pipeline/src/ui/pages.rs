@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
@@ -677,12 +678,24 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
     let numeric: Option<i64> = query.parse().ok();
     let shopify_id = query.rsplit('/').next().unwrap_or(query).to_string();
     let mut keys: BTreeSet<String> = [query.to_string(), shopify_id.clone()].into();
+    // A picking or an invoice leads to its sale order (their origin), and the order to the rest.
+    let mut names: Vec<String> = vec![query.to_string()];
+    if let Ok(rows) = client
+        .query(
+            "SELECT origin FROM stock_picking WHERE name = $1 AND origin IS NOT NULL \
+             UNION SELECT invoice_origin FROM account_move WHERE name = $1 AND invoice_origin IS NOT NULL LIMIT 20",
+            &[&query],
+        )
+        .await
+    {
+        names.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
     // Odoo's records: the sale order, its deliveries and invoices.
     let orders = client
         .query(
             "SELECT id, name, state, amount_total::text, coalesce(client_order_ref, '') FROM sale_order \
-             WHERE name = $1 OR client_order_ref = $2 OR id = $3::bigint ORDER BY id LIMIT 20",
-            &[&query, &transforms::shopify::client_order_ref(&shopify_id), &numeric],
+             WHERE name = ANY($1) OR client_order_ref = $2 OR id = $3::bigint ORDER BY id LIMIT 20",
+            &[&names, &transforms::shopify::client_order_ref(&shopify_id), &numeric],
         )
         .await;
     let mut records = Vec::new();
@@ -742,6 +755,7 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
             ]);
         }
     }
+    let mut posted: Vec<(i64, String)> = Vec::new();
     if let Ok(rows) = client
         .query(
             "SELECT id, coalesce(name, ''), state, move_type, amount_total::text, coalesce(invoice_origin, '') FROM account_move \
@@ -753,6 +767,9 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
         for r in &rows {
             let id: i32 = r.get(0);
             keys.insert(format!("move-{id}"));
+            if r.get::<_, String>(2) == "posted" {
+                posted.push((i64::from(id), r.get::<_, String>(1)));
+            }
             records.push(vec![
                 format!("account.move ({})", esc(&r.get::<_, String>(3))),
                 id.to_string(),
@@ -769,6 +786,10 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
         &["model", "id", "name", "state", "total", "reference"],
         &records,
     ));
+    if w.cfg.sinks.accounting.is_some() && !posted.is_empty() {
+        out.push_str("<h2>Journal entries (the books)</h2>");
+        out.push_str(&journal_entries(w, &posted).await);
+    }
     let keys: Vec<String> = keys.into_iter().collect();
     // Webhooks received for it.
     let rows = client
@@ -907,4 +928,70 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
     out.push_str("<h2>Audit trail (webhooks, RPC calls and answers, fixes, actions)</h2>");
     out.push_str(&audit_table(&client, &keys).await?);
     Ok(out)
+}
+
+/// Each posted move's journal entries as the books answer now (by `DocNumber`, matched on the
+/// `PrivateNote` odoo-cdc writes), or why the books could not be asked.
+async fn journal_entries(w: &Workbench, posted: &[(i64, String)]) -> String {
+    let mut books = w.books.lock().await;
+    if books.is_none() {
+        match crate::cli::run::accounting_sink(&w.cfg, &w.state, Duration::from_secs(10)).await {
+            Ok(sink) => *books = sink,
+            Err(e) => {
+                return format!(
+                    "<p class=\"bad\" id=\"books-error\">cannot ask the books: {}</p>",
+                    esc(&format!("{e:#}"))
+                )
+            }
+        }
+    }
+    let Some(sink) = books.as_mut() else {
+        return String::new();
+    };
+    let mut cells = Vec::new();
+    for (id, name) in posted {
+        let found = tokio::time::timeout(Duration::from_secs(10), sink.booked_as(name)).await;
+        match found {
+            Ok(Ok(entries)) => {
+                let mine: Vec<_> = entries.iter().filter(|e| e.move_id == *id).collect();
+                if mine.is_empty() {
+                    cells.push(vec![
+                        id.to_string(),
+                        esc(name),
+                        status(false, "not in the books"),
+                        String::new(),
+                        String::new(),
+                    ]);
+                }
+                for e in mine {
+                    cells.push(vec![
+                        id.to_string(),
+                        esc(name),
+                        esc(&e.id),
+                        e.posting.to_string(),
+                        e.debits.to_string(),
+                    ]);
+                }
+            }
+            Ok(Err(e)) => cells.push(vec![
+                id.to_string(),
+                esc(name),
+                status(false, &format!("cannot ask the books: {e}")),
+                String::new(),
+                String::new(),
+            ]),
+            Err(_) => cells.push(vec![
+                id.to_string(),
+                esc(name),
+                status(false, "the books did not answer within 10 s"),
+                String::new(),
+                String::new(),
+            ]),
+        }
+    }
+    table(
+        "journal-entries",
+        &["Odoo move", "name", "journal entry", "posting", "debits"],
+        &cells,
+    )
 }

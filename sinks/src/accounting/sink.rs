@@ -157,11 +157,27 @@ impl AccountingSink {
     /// The entries odoo-cdc booked (by their `PrivateNote`) dated `since` or later, 1,000 to a
     /// query, for reconciliation.
     pub async fn booked(&mut self, since: Option<&str>) -> Result<Vec<Booked>, SinkError> {
-        let mut out = Vec::new();
         let filter = since
             .filter(|d| d.chars().all(|c| c.is_ascii_digit() || c == '-'))
             .map(|d| format!(" WHERE TxnDate >= '{d}'"))
             .unwrap_or_default();
+        self.booked_where(&filter).await
+    }
+
+    /// The entries odoo-cdc booked for an Odoo move of this name (its `DocNumber`, the name's
+    /// first 21 characters), for the workbench's order trail. A name QuickBooks' query language
+    /// cannot quote (one with a quote or a backslash) finds nothing.
+    pub async fn booked_as(&mut self, name: &str) -> Result<Vec<Booked>, SinkError> {
+        let doc: String = name.chars().take(21).collect();
+        if doc.is_empty() || doc.contains(['\'', '\\']) {
+            return Ok(Vec::new());
+        }
+        self.booked_where(&format!(" WHERE DocNumber = '{doc}'"))
+            .await
+    }
+
+    async fn booked_where(&mut self, filter: &str) -> Result<Vec<Booked>, SinkError> {
+        let mut out = Vec::new();
         for page in 0.. {
             let q = format!(
                 "SELECT * FROM JournalEntry{filter} STARTPOSITION {} MAXRESULTS 1000",
