@@ -32,7 +32,9 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         env!("CARGO_MANIFEST_DIR"),
         "/../pipeline/deploy/odoo-cdc.toml"
     );
-    let ok = odoo_cdc_env(&["check-config", "--config", deploy], &secrets);
+    let mut deploy_secrets = secrets.to_vec();
+    deploy_secrets.push(("ODOO_CDC_UI_TOKEN", "an-operator-token-from-secrets-env"));
+    let ok = odoo_cdc_env(&["check-config", "--config", deploy], &deploy_secrets);
     assert!(
         ok.status.success(),
         "{}",
@@ -47,6 +49,14 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         text.contains("webhooks on 127.0.0.1:8443 written back"),
         "{text}"
     );
+    assert!(
+        text.contains("workbench on 127.0.0.1:8088 (0 users, the operator token)"),
+        "{text}"
+    );
+    // Without the token nobody could log in to the workbench: refused, and said why.
+    let no_token = odoo_cdc_env(&["check-config", "--config", deploy], &secrets);
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("ODOO_CDC_UI_TOKEN"));
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../pipeline/deploy/odoo-cdc.service"

@@ -41,6 +41,15 @@ async fn trail(base: &str, q: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // What pipeline/deploy/README.md tells the proxy to keep.
+    let h = r.headers();
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'none'"));
     r.text().await.unwrap()
 }
 

@@ -504,9 +504,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 _ => String::new(),
             };
+            let workbench = cfg.ui.as_ref().map_or_else(String::new, |u| {
+                let mut who = vec![format!(
+                    "{} user{}",
+                    u.users.len(),
+                    if u.users.len() == 1 { "" } else { "s" }
+                )];
+                if !u.token.expose().is_empty() {
+                    who.push("the operator token".into());
+                }
+                if !u.viewer_token.expose().is_empty() {
+                    who.push("the viewer token".into());
+                }
+                format!(", workbench on {} ({})", u.listen, who.join(", "))
+            });
             writeln!(
                 stdout,
-                "{}: ok (slot {}, publication {}, sinks: {}{writeback})",
+                "{}: ok (slot {}, publication {}, sinks: {}{writeback}{workbench})",
                 config.display(),
                 cfg.source.slot,
                 cfg.source.publication,
