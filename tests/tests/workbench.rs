@@ -96,12 +96,7 @@ async fn login(c: &Client, base: &str, (user, password): (&str, &str)) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(c, "login").await;
     let who = c
         .wait()
         .at_most(Duration::from_secs(10))
@@ -117,15 +112,24 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// The text of the element with this id, found again when the page reloaded under it (the Now
+/// page refreshes itself).
 async fn text_of(c: &Client, id: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(60))
-        .for_element(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("#{id}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    for _ in 0..20 {
+        let e = c
+            .wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("#{id}: {e}"));
+        match e.text().await {
+            Ok(t) => return t,
+            Err(e) if e.is_stale_element_reference() => {}
+            Err(e) => panic!("#{id}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("#{id}: the page kept reloading under it")
 }
 
 async fn act(c: &Client, button: &str, comment: &str) {
@@ -135,12 +139,26 @@ async fn act(c: &Client, button: &str, comment: &str) {
         .send_keys(comment)
         .await
         .unwrap();
-    c.find(Locator::Id(button))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(c, button).await;
+}
+
+/// Clicks the button (or link) with this id and waits for the page it leads to.
+async fn press(c: &Client, id: &str) {
+    let b = c.find(Locator::Id(id)).await.unwrap();
+    clicked(b).await;
+}
+
+/// Clicks, then waits until the element is gone with its page, so that what is read next is
+/// the answer, not the page it was on.
+async fn clicked(b: fantoccini::elements::Element) {
+    b.clone().click().await.unwrap();
+    for _ in 0..600 {
+        if b.is_displayed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("clicked, and the page did not change in 60 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,12 +261,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .send_keys("not it")
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&c, "login").await;
     assert!(text_of(&c, "login-error").await.contains("Wrong user"));
 
     // The viewer: reads everything, no action anywhere.
@@ -269,12 +282,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
     // Even a forged form from the viewer's own session is refused.
     let viewer_post = forged_replay(&base, VIEWER, &dead_id).await;
     assert_eq!(viewer_post, 403);
-    c.find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&c, "logout").await;
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Id("login"))
@@ -309,12 +317,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .send_keys("is not in shopify")
         .await
         .unwrap();
-    c.find(Locator::Id("f-apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&c, "f-apply").await;
     for _ in 0..100 {
         if c.current_url()
             .await
@@ -331,7 +334,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    listed[0].click().await.unwrap();
+    clicked(listed[0].clone()).await;
     assert_eq!(text_of(&c, "state").await, "open");
     // Replaying while the cause lasts: still failing, and still open.
     act(&c, "replay", "trying before the fix").await;
@@ -389,12 +392,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .send_keys("just looking")
         .await
         .unwrap();
-    c.find(Locator::Id("reconcile"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&c, "reconcile").await;
     let flash = text_of(&c, "flash").await;
     assert_eq!(
         flash,
@@ -433,12 +431,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .send_keys("merchant edited the level by hand")
         .await
         .unwrap();
-    c.find(Locator::Id("reconcile"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&c, "reconcile").await;
     assert_eq!(
         text_of(&c, "flash").await,
         "reconcile shopify --fix: 1 drift(s), 1 fixed, 0 open"
@@ -461,12 +454,7 @@ async fn viewers_read_operators_replay_and_heal_drift_in_a_real_browser() {
         .send_keys(&key)
         .await
         .unwrap();
-    c.find(Locator::Id("search"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&c, "search").await;
     let dl = text_of(&c, "trail-dead-letters").await;
     assert!(dl.contains(&dead_id) && dl.contains("closed"), "{dl}");
     assert!(text_of(&c, "audit")
