@@ -87,15 +87,48 @@ fn sigterm_on_a_kept_running_demo_removes_its_postgresql() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut pg = None;
+    let mut workbench = None;
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.unwrap();
         if let Some(url) = line.strip_prefix("service postgres ") {
             pg = Some(url.to_string());
         }
-        if line.starts_with("service odoo-cdc ") {
+        if let Some(rest) = line.strip_prefix("service workbench ") {
+            workbench = rest
+                .split_once(" token ")
+                .map(|(u, t)| (u.to_string(), t.to_string()));
             break;
         }
     }
+    // The workbench serves the demo's pipeline to an operator with the token it printed.
+    let (base, token) = workbench.expect("a service workbench line");
+    let page = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http
+            .post(format!("{base}/login"))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = cookie.split(';').next().unwrap();
+        http.get(format!("{base}/"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for sink in ["shopify", "wms", "accounting"] {
+        assert!(page.contains(&format!("<td>{sink}</td>")), "{sink}: {page}");
+    }
+    assert!(page.contains("token (operator)"), "{page}");
     let url: tokio_postgres::Config = pg.expect("a service postgres line").parse().unwrap();
     let port = url.get_ports()[0];
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());

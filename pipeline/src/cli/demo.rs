@@ -185,7 +185,7 @@ async fn run_inner(
     let shopify_config = sinks::shopify::ShopifyConfig {
         graphql_url: shopify.graphql_url(),
         access_token: "shpat_emulator".into(),
-        location_map,
+        location_map: location_map.clone(),
         sku_map: BTreeMap::new(),
         safety_stock: 0,
         safety_stock_by_sku: BTreeMap::new(),
@@ -271,6 +271,24 @@ async fn run_inner(
         })
     };
     let health = crate::ops::health::serve(shared.clone(), 0).await?;
+    // The workbench over the demo's own systems, for an operator with a token made for this run.
+    let ui_token = crate::ui::auth::random_token();
+    let workbench_cfg = workbench_config(
+        &cluster.url(),
+        &shopify.graphql_url(),
+        &location_map,
+        &wms.url(),
+        &accounting.url(),
+        &acct_cfg,
+        &ui_token,
+    )?;
+    let workbench = crate::ui::serve(&workbench_cfg, shared.clone(), state_db.clone())
+        .await?
+        .context("the demo's workbench")?;
+    say(&format!(
+        "workbench on {} (log in with the token {ui_token}; operator)",
+        workbench.url()
+    ));
 
     say(&format!(
         "running a scripted retail day for {}s (Shopify goes down for a while in the middle)",
@@ -677,6 +695,11 @@ async fn run_inner(
         let _ = writeln!(out, "service wms {}", wms.url());
         let _ = writeln!(out, "service accounting {}", accounting.url());
         let _ = writeln!(out, "service odoo-cdc {}", health.url());
+        let _ = writeln!(
+            out,
+            "service workbench {} token {ui_token}",
+            workbench.url()
+        );
         // A reader that stops reading must not stop the services.
         let _ = out.flush();
         drop(out);
@@ -691,4 +714,40 @@ async fn run_inner(
     let _ = stop_tx.send(());
     let _ = runner.await;
     Ok(ok)
+}
+
+/// The configuration `odoo-cdc run` would have for the demo's systems: what the workbench's
+/// actions (replay, reconcile) build their sinks from.
+fn workbench_config(
+    source: &str,
+    shopify: &str,
+    locations: &BTreeMap<String, String>,
+    wms: &str,
+    accounting: &str,
+    acct: &AcctEmuCfg,
+    ui_token: &str,
+) -> Result<crate::config::Config> {
+    let toml = format!(
+        "[source]\nurl = {source:?}\n\n\
+         [sinks.shopify]\ngraphql_url = {shopify:?}\naccess_token = \"shpat_emulator\"\n\
+         location_map = {{ {} }}\n\n\
+         [sinks.wms]\nbase_url = {wms:?}\napi_key = \"wms-key\"\n\n\
+         [sinks.accounting]\nbase_url = {accounting:?}\nrealm_id = {:?}\nclient_id = {:?}\n\
+         client_secret = {:?}\nrefresh_token = {:?}\nmode = \"realtime\"\n\
+         account_map = {{ \"121000\" = \"84\", \"400000\" = \"79\", \"251000\" = \"89\", \"101401\" = \"35\" }}\n\n\
+         [reconcile]\nsettle_secs = 5\n\n\
+         [ui]\nlisten = \"127.0.0.1:0\"\ntoken = {ui_token:?}\n",
+        locations
+            .iter()
+            .map(|(wh, loc)| format!("{wh:?} = {loc:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        acct.realm_id,
+        acct.client_id,
+        acct.client_secret,
+        acct.refresh_token
+    );
+    let cfg: crate::config::Config = toml.parse()?;
+    cfg.validate()?;
+    Ok(cfg)
 }

@@ -60,7 +60,7 @@ fn digest(s: &str) -> [u8; 32] {
 }
 
 /// 32 random bytes, hex.
-fn random_token() -> String {
+pub fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

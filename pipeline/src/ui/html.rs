@@ -47,7 +47,7 @@ th{background:#eef1f6;font-weight:600}td.num{text-align:right;font-variant-numer
 pre{background:#fff;border:1px solid #dde1e8;padding:8px;overflow:auto;max-height:420px}\
 form.inline{display:inline}input,select,button{font:inherit}button{cursor:pointer}\
 .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{margin:0;background:#fff;border:1px solid #dde1e8;padding:6px}\
-.chart .bg{fill:#fbfcfe}.chart .line{stroke:#2f6fde;stroke-width:1.5}\
+.chart .bg{fill:#fbfcfe}.chart .line{stroke:#2f6fde;stroke-width:1.5}.chart .grid{stroke:#e3e7ee;stroke-width:1}.chart .axis{font-size:10px;fill:#6b7280}\
 .filters{margin-bottom:10px}.filters label{margin-right:10px}";
 
 /// Refreshes the Now page every 15 s unless paused (a little JS; the page works without it).

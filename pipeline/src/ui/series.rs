@@ -130,10 +130,21 @@ pub fn svg(title: &str, unit: &str, points: &[(f64, f64)]) -> String {
         })
         .collect();
     let newest = points.last().map_or(0.0, |p| p.1);
+    // A band under the plot for the time axis; the scale's top and middle on the left.
+    const AXIS: f64 = 14.0;
+    let full = H + AXIS;
+    let mid = H / 2.0;
     format!(
         "<figure class=\"chart\"><figcaption>{} — now {} {}, peak {} {} (last hour)</figcaption>\
-         <svg viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{}\">\
+         <svg viewBox=\"0 0 {W} {full}\" width=\"{W}\" height=\"{full}\" role=\"img\" aria-label=\"{}\">\
          <rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" class=\"bg\"/>\
+         <line x1=\"0\" y1=\"{mid}\" x2=\"{W}\" y2=\"{mid}\" class=\"grid\"/>\
+         <line x1=\"{half}\" y1=\"0\" x2=\"{half}\" y2=\"{H}\" class=\"grid\"/>\
+         <text x=\"3\" y=\"11\" class=\"axis\">{} {}</text>\
+         <text x=\"3\" y=\"{mid_text}\" class=\"axis\">{} {}</text>\
+         <text x=\"0\" y=\"{label_y}\" class=\"axis\">60 min ago</text>\
+         <text x=\"{half}\" y=\"{label_y}\" class=\"axis\" text-anchor=\"middle\">30 min</text>\
+         <text x=\"{W}\" y=\"{label_y}\" class=\"axis\" text-anchor=\"end\">now</text>\
          <polyline fill=\"none\" class=\"line\" points=\"{}\"/></svg></figure>",
         super::html::esc(title),
         num(newest),
@@ -141,7 +152,14 @@ pub fn svg(title: &str, unit: &str, points: &[(f64, f64)]) -> String {
         num(max),
         unit,
         super::html::esc(title),
-        line.join(" ")
+        num(top),
+        unit,
+        num(top / 2.0),
+        unit,
+        line.join(" "),
+        half = W / 2.0,
+        mid_text = mid - 3.0,
+        label_y = full - 3.0,
     )
 }
 
@@ -172,7 +190,13 @@ mod tests {
         assert_eq!(lag.len(), 2);
         let s = svg("Transactions", "/s", &[(60.0, 2.0), (0.0, 4.0)]);
         assert!(s.contains("now 4 /s, peak 4 /s"), "{s}");
-        // The newest point is at the right edge, the peak near the top.
+        // The newest point is at the right edge, the peak near the top; the scale's top is
+        // labelled, and the time axis runs from an hour ago to now.
         assert!(s.contains("560.0,10.0"), "{s}");
+        assert!(s.contains(">4.40 /s</text>"), "{s}");
+        assert!(
+            s.contains(">60 min ago</text>") && s.contains(">now</text>"),
+            "{s}"
+        );
     }
 }
