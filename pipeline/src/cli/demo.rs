@@ -23,7 +23,6 @@ use fixtures::TempCluster;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::cli::run::Sinks;
 use crate::runtime::{self, RunOptions, Shared};
 
 /// Parses `30s`, `2m`, `1h` or plain seconds.
@@ -182,50 +181,19 @@ async fn run_inner(
         .enumerate()
         .map(|(i, w)| (w.code.clone(), format!("gid://shopify/Location/{}", i + 1)))
         .collect();
-    let shopify_config = sinks::shopify::ShopifyConfig {
-        graphql_url: shopify.graphql_url(),
-        access_token: "shpat_emulator".into(),
-        location_map: location_map.clone(),
-        sku_map: BTreeMap::new(),
-        safety_stock: 0,
-        safety_stock_by_sku: BTreeMap::new(),
-        timeout: Duration::from_secs(5),
-        write_interval: sinks::shopify::DEFAULT_WRITE_INTERVAL,
-        urgent_below: sinks::shopify::DEFAULT_URGENT_BELOW,
-    };
-    let fulfillment_client = sinks::shopify::ShopifyClient::new(shopify_config.clone())?;
-    let shopify_sink = sinks::shopify::ShopifySink::new(shopify_config)?;
-    let wms_sink = sinks::wms::WmsSink::new(sinks::wms::WmsClient::new(sinks::wms::WmsConfig {
-        base_url: wms.url(),
-        api_key: "wms-key".into(),
-        timeout: Duration::from_secs(5),
-    })?);
-    let tokens = sinks::accounting::MemoryTokens::with(&acct_cfg.refresh_token);
-    let account_map: BTreeMap<String, String> = [
-        ("121000", "84"),
-        ("400000", "79"),
-        ("251000", "89"),
-        ("101401", "35"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.into(), b.into()))
-    .collect();
-    let acct_sink = sinks::accounting::AccountingSink::new(
-        sinks::accounting::AccountingClient::new(
-            sinks::accounting::AccountingConfig {
-                base_url: accounting.url(),
-                realm_id: acct_cfg.realm_id.clone(),
-                client_id: acct_cfg.client_id.clone(),
-                client_secret: acct_cfg.client_secret.clone(),
-                account_map: account_map.clone(),
-                mode: sinks::accounting::Mode::RealTime,
-                timeout: Duration::from_secs(5),
-            },
-            Box::new(tokens),
-        )?,
-        account_map,
-        sinks::accounting::Mode::RealTime,
-    );
+    // The configuration `odoo-cdc run` would have for these systems: the sinks are built from
+    // it as `run` builds them (the books' rolling refresh token kept in odoo-cdc's state), and
+    // the workbench acts with it.
+    let ui_token = crate::ui::auth::random_token();
+    let demo_cfg = demo_config(
+        &cluster.url(),
+        &shopify.graphql_url(),
+        &location_map,
+        &wms.url(),
+        &accounting.url(),
+        &acct_cfg,
+        &ui_token,
+    )?;
 
     say("creating the slot with an exported snapshot and reading the published tables");
     let snapshot = crate::runtime::capture::snapshot(
@@ -254,13 +222,9 @@ async fn run_inner(
         odoo_version: transforms::OdooVersion::V18,
         resync_since: None,
     };
-    let sinks = Sinks {
-        shopify: Some(shopify_sink),
-        wms: Some(wms_sink),
-        accounting: Some(acct_sink),
-        fulfillment: Some((fulfillment_client, true)),
-    }
-    .into_runtime(&shared);
+    let sinks = crate::cli::run::build_sinks(&demo_cfg, &state_db)
+        .await?
+        .into_runtime(&shared);
     let runner = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -272,17 +236,7 @@ async fn run_inner(
     };
     let health = crate::ops::health::serve(shared.clone(), 0).await?;
     // The workbench over the demo's own systems, for an operator with a token made for this run.
-    let ui_token = crate::ui::auth::random_token();
-    let workbench_cfg = workbench_config(
-        &cluster.url(),
-        &shopify.graphql_url(),
-        &location_map,
-        &wms.url(),
-        &accounting.url(),
-        &acct_cfg,
-        &ui_token,
-    )?;
-    let workbench = crate::ui::serve(&workbench_cfg, shared.clone(), state_db.clone())
+    let workbench = crate::ui::serve(&demo_cfg, shared.clone(), state_db.clone())
         .await?
         .context("the demo's workbench")?;
     say(&format!(
@@ -716,9 +670,9 @@ async fn run_inner(
     Ok(ok)
 }
 
-/// The configuration `odoo-cdc run` would have for the demo's systems: what the workbench's
-/// actions (replay, reconcile) build their sinks from.
-fn workbench_config(
+/// The configuration `odoo-cdc run` would have for the demo's systems: what its sinks and the
+/// workbench's actions (replay, reconcile) are built from.
+fn demo_config(
     source: &str,
     shopify: &str,
     locations: &BTreeMap<String, String>,
@@ -730,6 +684,7 @@ fn workbench_config(
     let toml = format!(
         "[source]\nurl = {source:?}\n\n\
          [sinks.shopify]\ngraphql_url = {shopify:?}\naccess_token = \"shpat_emulator\"\n\
+         fulfillments = true\nnotify_customer = true\n\
          location_map = {{ {} }}\n\n\
          [sinks.wms]\nbase_url = {wms:?}\napi_key = \"wms-key\"\n\n\
          [sinks.accounting]\nbase_url = {accounting:?}\nrealm_id = {:?}\nclient_id = {:?}\n\
