@@ -15,6 +15,8 @@
 
 pub mod capture;
 pub mod histogram;
+pub mod log;
+pub mod memlog;
 pub mod reader;
 pub mod shared;
 pub mod stats;

@@ -222,6 +222,9 @@ pub async fn run_on(
                     if !resync.is_empty() {
                         workers.publish(resync, pos).await;
                     }
+                    workers
+                        .idle(pos.max(Lsn(shared.read.load(Ordering::SeqCst))))
+                        .await;
                     shared.read_through.fetch_max(pos.0, Ordering::SeqCst);
                 }
                 if let (Some(key), Some(state)) = (&bootstrap_key, &shared.state) {

@@ -38,6 +38,12 @@ pub trait Publisher: Send {
     /// The position the slot may be confirmed to, the reader having read through `read`:
     /// nothing at or below it exists only in memory any more.
     fn durable(&self, read: Lsn) -> Lsn;
+
+    /// The reader has read everything through `through` and no transaction is open: a
+    /// transport whose workers cannot see the reader's position (a log) tells them here.
+    fn idle<'a>(&'a mut self, _through: Lsn) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A worker's half of the seam: its sink's events in source order.

@@ -392,20 +392,34 @@ pub fn spawn_workers(
             stats.clone(),
             shared.progress.clone(),
         );
-        if let Ok(mut v) = shared.stats.lock() {
-            v.push((name, stats.clone()));
-        }
-        let worker = Worker {
-            sink,
-            name,
-            stats,
-            shared: shared.clone(),
-            max_hold,
-            partitions,
-            parked: false,
-            stuck_since: None,
-        };
-        tokio::spawn(worker.run(Box::new(queue)));
+        spawn_worker(sink, shared, stats, max_hold, partitions, Box::new(queue));
     }
     channel
+}
+
+/// Starts a worker for `sink` taking its events from `from` (any transport's subscription);
+/// its counters `stats` are registered in `shared` under its name.
+pub fn spawn_worker(
+    sink: Box<dyn Sink>,
+    shared: &Arc<Shared>,
+    stats: Arc<SinkStats>,
+    max_hold: Duration,
+    partitions: usize,
+    from: Box<dyn Subscription>,
+) -> tokio::task::JoinHandle<()> {
+    let name = sink.name();
+    if let Ok(mut v) = shared.stats.lock() {
+        v.push((name, stats.clone()));
+    }
+    let worker = Worker {
+        sink,
+        name,
+        stats,
+        shared: shared.clone(),
+        max_hold,
+        partitions,
+        parked: false,
+        stuck_since: None,
+    };
+    tokio::spawn(worker.run(from))
 }
