@@ -333,3 +333,71 @@ async fn a_reader_and_two_workers_deliver_everything_once_through_lost_records_a
     a.kill();
     b.kill();
 }
+
+/// The roles say what they need: a `[fluvio]` section, a binary built with Fluvio, sensible
+/// partitions; and they say it before touching the slot (no PostgreSQL listens here).
+#[test]
+fn the_roles_refuse_clearly_what_they_cannot_run() {
+    let dir = odoo_cdc_tests::scratch_dir();
+    let without = dir.join("without.toml");
+    std::fs::write(
+        &without,
+        "[source]\nurl = \"postgres://odoo_cdc@127.0.0.1:1/odoo\"\n",
+    )
+    .unwrap();
+    let with = dir.join("with.toml");
+    std::fs::write(
+        &with,
+        "[source]\nurl = \"postgres://odoo_cdc@127.0.0.1:1/odoo\"\n\n[fluvio]\nendpoint = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = odoo_cdc_tests::odoo_cdc(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&[
+        "run",
+        "--role",
+        "reader",
+        "--config",
+        without.to_str().unwrap(),
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("[fluvio] section"), "{err}");
+    let (code, err) = run(&[
+        "run",
+        "--role",
+        "worker",
+        "--config",
+        with.to_str().unwrap(),
+    ]);
+    assert_ne!(code, Some(0));
+    if cfg!(feature = "fluvio") {
+        assert!(err.contains("127.0.0.1:1"), "{err}");
+    } else {
+        assert!(
+            err.contains("built without Fluvio") && err.contains("--features fluvio"),
+            "{err}"
+        );
+    }
+    let (code, err) = run(&["run", "--sinks", "wms", "--config", with.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--role worker"), "{err}");
+    let (code, err) = run(&[
+        "run",
+        "--role",
+        "worker",
+        "--partitions",
+        "3-1",
+        "--config",
+        with.to_str().unwrap(),
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("backwards"), "{err}");
+    let (code, err) = run(&["fluvio", "status", "--config", without.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("[fluvio]"), "{err}");
+}

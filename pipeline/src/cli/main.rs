@@ -98,6 +98,21 @@ enum Command {
         /// posted moves since the last confirmed commit).
         #[arg(long)]
         resync: bool,
+        /// `all` (one process), or one role of a pipeline scaled out on Fluvio: `reader`
+        /// (the slot into the [fluvio] topics, and the webhooks) or `worker` (delivers them).
+        #[arg(long, default_value = "all", value_parser = ["all", "reader", "worker"])]
+        role: String,
+        /// The sinks a worker delivers for (comma-separated; default: every configured one).
+        #[arg(long, value_delimiter = ',')]
+        sinks: Vec<String>,
+        /// The partitions a worker owns, e.g. `0-3` or `0,2,4-5` (default: all).
+        #[arg(long)]
+        partitions: Option<String>,
+    },
+    /// The Fluvio cluster of a scaled-out pipeline.
+    Fluvio {
+        #[command(subcommand)]
+        action: FluvioAction,
     },
     /// Dead letters: list them, or deliver them again once the cause is fixed.
     Dlq {
@@ -179,6 +194,16 @@ enum UiCommand {
     /// Print an Argon2id hash of the password read from standard input, for
     /// `[[ui.users]] password_hash`.
     HashPassword,
+}
+
+#[derive(Subcommand)]
+enum FluvioAction {
+    /// Topics, partitions, each worker's committed offsets and lag.
+    Status {
+        /// The TOML file.
+        #[arg(long, default_value = "odoo-cdc.toml")]
+        config: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -373,16 +398,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Command::Run { config, resync } => {
+        Command::Run {
+            config,
+            resync,
+            role,
+            sinks,
+            partitions,
+        } => {
             drop(stdout);
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
             let cfg: pipeline::config::Config = text
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            pipeline::cli::run::run(cfg, resync).await?;
+            use pipeline::cli::scale::{parse_partitions, Role};
+            if role != "worker" && (!sinks.is_empty() || partitions.is_some()) {
+                anyhow::bail!("--sinks and --partitions are for --role worker");
+            }
+            let role = match role.as_str() {
+                "reader" => Role::Reader,
+                "worker" => Role::Worker {
+                    sinks,
+                    partitions: partitions.as_deref().map(parse_partitions).transpose()?,
+                },
+                _ => Role::All,
+            };
+            pipeline::cli::run::run_as(
+                cfg,
+                resync,
+                Vec::new(),
+                role,
+                pipeline::cli::run::stop_signal(),
+            )
+            .await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Fluvio { action } => match action {
+            FluvioAction::Status { config } => {
+                pipeline::cli::scale::status(&load_config(&config)?, &mut stdout).await?;
+            }
+        },
         Command::Dlq { action } => match action {
             DlqAction::List { config, json } => {
                 pipeline::cli::dlq::list(load_config(&config)?, json, &mut stdout).await?;

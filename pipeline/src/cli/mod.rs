@@ -6,6 +6,7 @@ pub mod dlq;
 #[cfg(feature = "emulators")]
 pub mod fixtures;
 pub mod run;
+pub mod scale;
 pub mod slot;
 pub mod status;
 pub mod tail;

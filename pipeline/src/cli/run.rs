@@ -71,6 +71,35 @@ impl Sinks {
 }
 
 impl Sinks {
+    /// The sinks as a reader routes events for them (never started in that process: Shopify
+    /// without its guard, which runs with the Shopify worker).
+    pub fn into_routes(mut self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
+        let mut out: Vec<Box<dyn sinks::Sink>> = Vec::new();
+        if let Some(state) = shared.state.clone() {
+            let stats = Arc::new(crate::runtime::stats::FulfillmentStats::new(
+                &shared.metrics,
+            ));
+            if let Some(s) = self.fulfillment_sink(state, stats) {
+                out.push(Box::new(s));
+            }
+        }
+        if let Some(s) = self.shopify {
+            // A guard of its own that nothing feeds: the process's guard channel stays idle.
+            out.push(Box::new(sinks::shopify::GuardedShopify::new(
+                s,
+                Arc::default(),
+                None,
+            )));
+        }
+        if let Some(s) = self.wms {
+            out.push(Box::new(s));
+        }
+        if let Some(s) = self.accounting {
+            out.push(Box::new(s));
+        }
+        out
+    }
+
     /// The sinks the runtime runs: Shopify behind its oversell guard, fed by `shared.guard` and
     /// resumed from the inbox's orders that are received and not settled yet.
     pub fn into_runtime(mut self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
@@ -333,12 +362,36 @@ pub async fn run(cfg: Config, resync: bool) -> Result<()> {
 /// [`sinks::Sink`]; the runtime treats them like the built-in ones: ordering per key, retries,
 /// `max_hold` and the outbox, dead letters, metrics), stopping when `stop` resolves.
 pub async fn run_with(
-    mut cfg: Config,
+    cfg: Config,
     resync: bool,
     extra: Vec<Box<dyn sinks::Sink>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_as(cfg, resync, extra, super::scale::Role::All, stop).await
+}
+
+/// [`run_with`] as one role of a scaled-out pipeline (`--role`): the reader writes the slot's
+/// events to the `[fluvio]` topics (and receives the webhooks); a worker delivers them.
+pub async fn run_as(
+    mut cfg: Config,
+    resync: bool,
+    extra: Vec<Box<dyn sinks::Sink>>,
+    role: super::scale::Role,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     cfg.apply_env(&|k| std::env::var(k).ok());
+    // A role of a scaled-out pipeline needs its cluster before it touches the slot.
+    let log = match role {
+        super::scale::Role::All => None,
+        _ => {
+            cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
+            Some(super::scale::connect(&cfg).await?)
+        }
+    };
+    if let (super::scale::Role::Worker { sinks, partitions }, Some(log)) = (&role, &log) {
+        return super::scale::run_worker(cfg, log.clone(), sinks.clone(), partitions.clone(), stop)
+            .await;
+    }
     cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
     let mut source = SourceConfig::from_str(&cfg.source.url)?;
     if !cfg.source.password.expose().is_empty() {
@@ -544,9 +597,17 @@ pub async fn run_with(
         ));
     }
     tracing::info!("running");
-    let mut sinks = sinks.into_runtime(&shared);
-    sinks.extend(extra);
-    runtime::run(opts, sinks, shared.clone(), stop).await?;
+    if let Some(log) = log {
+        // The sinks choose topics and partitions here; they deliver in the workers.
+        let mut routes = sinks.into_routes(&shared);
+        routes.extend(extra);
+        let publisher = super::scale::publisher(&cfg, log, routes).await?;
+        runtime::run_on(opts, Box::new(publisher), shared.clone(), stop).await?;
+    } else {
+        let mut sinks = sinks.into_runtime(&shared);
+        sinks.extend(extra);
+        runtime::run(opts, sinks, shared.clone(), stop).await?;
+    }
     if let Some(stop) = inbox_stop {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }

@@ -67,6 +67,9 @@ pub struct Config {
     /// The web workbench served by `odoo-cdc run` (off unless `[ui] listen` is set).
     #[serde(default)]
     pub ui: Option<Ui>,
+    /// `[fluvio]`: the cluster `odoo-cdc run --role reader|worker` scales out on.
+    #[serde(default)]
+    pub fluvio: Option<FluvioCfg>,
 }
 
 /// `[ui]`: the workbench (Now, Exceptions, Blocked orders, Drift, Order trail) behind a login.
@@ -95,6 +98,32 @@ pub struct Ui {
 
 fn default_session_hours() -> u64 {
     12
+}
+
+/// `[fluvio]`: topics one per sink, `{topic_prefix}-{sink}`, each with `partitions`
+/// partitions (created by the reader when missing); workers consume as `{consumer_prefix}-{sink}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluvioCfg {
+    /// The cluster's public endpoint, `host:port` (the SC, 9003 by default).
+    pub endpoint: String,
+    /// Prefix of the topics.
+    #[serde(default = "default_fluvio_prefix")]
+    pub topic_prefix: String,
+    /// Partitions of a new topic (the sink's ordering key picks one).
+    #[serde(default = "default_fluvio_partitions")]
+    pub partitions: u32,
+    /// Prefix of the consumers' names (their committed offsets are kept under it).
+    #[serde(default = "default_fluvio_prefix")]
+    pub consumer_prefix: String,
+}
+
+fn default_fluvio_prefix() -> String {
+    "odoo-cdc".into()
+}
+
+fn default_fluvio_partitions() -> u32 {
+    8
 }
 
 /// A workbench user.
@@ -682,6 +711,34 @@ impl Config {
                         "must contain {number}",
                     ));
                 }
+            }
+        }
+        if let Some(f) = &self.fluvio {
+            if f.endpoint.trim().is_empty() || !f.endpoint.contains(':') {
+                return Err(err(
+                    "fluvio.endpoint",
+                    format!(
+                        "{:?}: expected host:port (the SC's public endpoint)",
+                        f.endpoint
+                    ),
+                ));
+            }
+            if f.partitions == 0 || f.partitions > 1024 {
+                return Err(err("fluvio.partitions", "between 1 and 1024".to_string()));
+            }
+            let ok = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            };
+            if !ok(&f.topic_prefix) {
+                return Err(err(
+                    "fluvio.topic_prefix",
+                    format!(
+                        "{:?}: lowercase letters, digits and '-' (a Fluvio topic name)",
+                        f.topic_prefix
+                    ),
+                ));
             }
         }
         if let Some(u) = &self.ui {

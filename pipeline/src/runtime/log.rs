@@ -45,6 +45,10 @@ pub trait Log: Send + Sync + 'static {
     /// How many partitions `topic` has.
     fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, LogResult<u32>>;
 
+    /// Creates `topic` with `partitions` unless it exists; the partitions it has.
+    fn ensure_topic<'a>(&'a self, topic: &'a str, partitions: u32)
+        -> BoxFuture<'a, LogResult<u32>>;
+
     /// Appends each `(partition, record)` to `topic`, in order within a partition; resolves
     /// once the log has acknowledged every one of them.
     fn append<'a>(

@@ -131,6 +131,18 @@ impl Log for MemoryLog {
         })
     }
 
+    fn ensure_topic<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: u32,
+    ) -> BoxFuture<'a, LogResult<u32>> {
+        Box::pin(async move {
+            self.check_up()?;
+            self.create_topic(topic, partitions);
+            self.partitions(topic).await
+        })
+    }
+
     fn append<'a>(
         &'a self,
         topic: &'a str,

@@ -14,6 +14,8 @@
 //! go to the dead-letter list with the reason and the source LSN.
 
 pub mod capture;
+#[cfg(feature = "fluvio")]
+pub mod fluvio_log;
 pub mod histogram;
 pub mod log;
 pub mod memlog;
