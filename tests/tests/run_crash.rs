@@ -14,9 +14,10 @@ use fixtures::workload::{self, Profile, WorkloadConfig};
 use odoo_cdc_tests::{odoo_cdc_bin, scratch_dir, Db};
 use rust_decimal::Decimal;
 
-fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
+fn spawn_run(config: &std::path::Path, log: &std::path::Path, role: &[&str]) -> Child {
     Command::new(odoo_cdc_bin())
         .args(["run", "--config", config.to_str().unwrap()])
+        .args(role)
         .env("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_emulator")
         .env("ODOO_CDC_WMS_API_KEY", "wms-key")
         .env("ODOO_CDC_ACCOUNTING_CLIENT_SECRET", "emulator-secret")
@@ -33,8 +34,34 @@ fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// The processes of one deployment: one `odoo-cdc run`, or a reader and two workers.
+const SINGLE: &[&[&str]] = &[&[]];
+const SCALED_OUT: &[&[&str]] = &[
+    &["--role", "reader"],
+    &["--role", "worker", "--partitions", "0-3"],
+    &["--role", "worker", "--partitions", "4-7"],
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_sigterm_leaves_every_system_matching_odoo() {
+    crash_and_check(SINGLE, None).await;
+}
+
+/// The same with one reader and two workers on a Fluvio cluster (`ODOO_CDC_FLUVIO_ENDPOINT`,
+/// an odoo-cdc built with `--features fluvio`); skipped, and said, without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_on_fluvio_sigkill_under_load_then_sigterm_leaves_every_system_matching_odoo() {
+    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
+        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+        return;
+    };
+    if !cfg!(feature = "fluvio") {
+        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
+    }
+    crash_and_check(SCALED_OUT, Some(&endpoint)).await;
+}
+
+async fn crash_and_check(processes: &[&[&str]], fluvio: Option<&str>) {
     let db = Db::start();
     let admin = db.cluster.superuser_client("odoo").await.unwrap();
     let info = odoo::create(
@@ -98,6 +125,7 @@ realm_id = "{realm}"
 client_id = "{client}"
 refresh_token = "{refresh}"
 account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "35" }}
+{fluvio}
 "#,
             url = db.url(),
             shop = shopify.graphql_url(),
@@ -106,6 +134,10 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
             realm = acct_cfg.realm_id,
             client = acct_cfg.client_id,
             refresh = acct_cfg.refresh_token,
+            fluvio = fluvio.map_or_else(String::new, |e| format!(
+                "\n[fluvio]\nendpoint = \"{e}\"\ntopic_prefix = \"crash-{}\"\npartitions = 8\n",
+                std::process::id()
+            )),
         ),
     )
     .unwrap();
@@ -121,7 +153,13 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         hot_skus: 3,
     };
     // The first run creates the slot (and synchronises the snapshot); the day starts then.
-    let mut first = Some(spawn_run(&config, &log));
+    let spawn_all = || -> Vec<Child> {
+        processes
+            .iter()
+            .map(|role| spawn_run(&config, &log, role))
+            .collect()
+    };
+    let mut first = Some(spawn_all());
     for _ in 0..200 {
         if db
             .sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'odoo_cdc'")
@@ -138,13 +176,15 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         tokio::spawn(async move { workload::run(&url, &info, &day).await })
     };
     for (i, secs) in [2.0, 1.3, 2.7].iter().enumerate() {
-        let mut child = first.take().unwrap_or_else(|| spawn_run(&config, &log));
+        let mut children = first.take().unwrap_or_else(spawn_all);
         tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
-        child.kill().unwrap();
-        let _ = child.wait();
-        eprintln!("killed run #{i}");
+        for child in &mut children {
+            child.kill().unwrap();
+            let _ = child.wait();
+        }
+        eprintln!("killed run #{i} ({} processes)", children.len());
     }
-    let mut child = spawn_run(&config, &log);
+    let mut children = spawn_all();
     let report = work.await.unwrap().unwrap();
     assert!(report.actions["create_quotation"] > 10);
 
@@ -163,18 +203,39 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = child.id() as i32;
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    if processes.len() > 1 {
+        // Scaled out, the slot is confirmed once Fluvio has the events: the workers deliver
+        // them after. They are quiet once the books hold an entry per posted move and a few
+        // seconds have passed without a new one.
+        let mut last = (usize::MAX, std::time::Instant::now());
+        for _ in 0..600 {
+            let n = accounting.entries().len() + wms.orders().len();
+            if n != last.0 {
+                last = (n, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut statuses = Vec::new();
+    for child in &mut children {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    for child in &mut children {
+        statuses.push(child.wait().unwrap());
+    }
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(caught_up, "the pipeline did not catch up:\n{log_text}");
-    assert!(
-        status.success(),
-        "SIGTERM must exit 0: {status:?}\n{log_text}"
-    );
+    for status in statuses {
+        assert!(
+            status.success(),
+            "SIGTERM must exit 0: {status:?}\n{log_text}"
+        );
+    }
 
     // Shopify: available equals Odoo's sellable for every SKU and warehouse.
     let rows = admin
