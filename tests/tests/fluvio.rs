@@ -98,6 +98,7 @@ mod on_fluvio {
         );
         assert_eq!(got, (1..=n).collect::<Vec<_>>());
         // The consumer's offset follows delivery.
+        sub.delivered(cdc::Lsn(n));
         let mut committed = None;
         for _ in 0..100 {
             committed = log

@@ -1,6 +1,6 @@
 //! [`Log`] on a Fluvio cluster (cargo feature `fluvio`): topics with computed partitions,
 //! records placed by the reader's own partitioner (the partition travels in the record key),
-//! named consumers with manual offsets committed and flushed only after delivery.
+//! named consumers with manual offsets, committed and flushed only through what was delivered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,6 +110,37 @@ impl FluvioLog {
             .collect())
     }
 
+    /// A stream of one partition for the consumer (manual offsets), from `from` or from its
+    /// committed offset + 1.
+    async fn stream(
+        &self,
+        topic: &str,
+        partition: u32,
+        consumer: &str,
+        from: Option<i64>,
+    ) -> LogResult<Stream> {
+        let start = match from {
+            Some(n) => Offset::absolute(n).map_err(|e| err("offset", e))?,
+            None => Offset::beginning(),
+        };
+        let mut b = ConsumerConfigExtBuilder::default();
+        b.topic(topic.to_string())
+            .partition(partition)
+            .offset_consumer(consumer.to_string())
+            .offset_start(start)
+            .offset_strategy(OffsetManagementStrategy::Manual);
+        if let Some(m) = self.max_bytes {
+            b.max_bytes(m);
+        }
+        let config = b.build().map_err(|e| err("consumer config", e))?;
+        let stream = self
+            .fluvio
+            .consumer_with_config(config)
+            .await
+            .map_err(|e| err(&format!("reading {topic}/{partition}"), e))?;
+        Ok(Box::new(stream))
+    }
+
     async fn producer(&self, topic: &str) -> LogResult<Arc<TopicProducerPool>> {
         let mut g = self.producers.lock().await;
         if let Some(p) = g.get(topic) {
@@ -198,28 +229,47 @@ impl Log for FluvioLog {
         from: Option<i64>,
     ) -> BoxFuture<'a, LogResult<Box<dyn PartitionReader>>> {
         Box::pin(async move {
-            let start = match from {
-                Some(n) => Offset::absolute(n).map_err(|e| err("offset", e))?,
-                None => Offset::beginning(),
-            };
-            let mut b = ConsumerConfigExtBuilder::default();
-            b.topic(topic.to_string())
-                .partition(partition)
-                .offset_consumer(consumer.to_string())
-                .offset_start(start)
-                .offset_strategy(OffsetManagementStrategy::Manual);
-            if let Some(m) = self.max_bytes {
-                b.max_bytes(m);
+            let stream = self.stream(topic, partition, consumer, from).await?;
+            Ok(Box::new(Reader { stream }) as Box<dyn PartitionReader>)
+        })
+    }
+
+    fn commit_at<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        consumer: &'a str,
+        offset: i64,
+    ) -> BoxFuture<'a, LogResult<()>> {
+        Box::pin(async move {
+            // Fluvio commits the last record a stream yielded: a stream of the consumer that
+            // yields exactly the record at `offset`, committed and flushed (acknowledged).
+            let mut stream = self
+                .stream(topic, partition, consumer, Some(offset))
+                .await?;
+            match tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await {
+                Ok(Some(Ok(r))) if r.offset() == offset => {}
+                Ok(Some(Ok(r))) => {
+                    return Err(LogError(format!(
+                        "fluvio: committing {topic}/{partition} at {offset}: the stream yielded {} first",
+                        r.offset()
+                    )))
+                }
+                Ok(Some(Err(e))) => return Err(err("reading the record to commit", e)),
+                Ok(None) | Err(_) => {
+                    return Err(LogError(format!(
+                        "fluvio: committing {topic}/{partition} at {offset}: no record there"
+                    )))
+                }
             }
-            let config = b.build().map_err(|e| err("consumer config", e))?;
-            let stream = self
-                .fluvio
-                .consumer_with_config(config)
+            stream
+                .offset_commit()
                 .await
-                .map_err(|e| err(&format!("reading {topic}/{partition}"), e))?;
-            Ok(Box::new(Reader {
-                stream: Box::new(stream),
-            }) as Box<dyn PartitionReader>)
+                .map_err(|e| err("committing the offset", e))?;
+            stream
+                .offset_flush()
+                .await
+                .map_err(|e| err("flushing the offset", e))
         })
     }
 
@@ -270,19 +320,6 @@ impl PartitionReader for Reader {
                 Ok(r) => Some(Ok((r.offset(), r.value().to_vec()))),
                 Err(e) => Some(Err(err("reading", e))),
             }
-        })
-    }
-
-    fn commit(&mut self) -> BoxFuture<'_, LogResult<()>> {
-        Box::pin(async move {
-            self.stream
-                .offset_commit()
-                .await
-                .map_err(|e| err("committing the offset", e))?;
-            self.stream
-                .offset_flush()
-                .await
-                .map_err(|e| err("flushing the offset", e))
         })
     }
 }

@@ -12,8 +12,8 @@
 //!   committed offset, checks that offsets arrive without a hole (fluvio 0.50.1 can skip
 //!   records when a fetch is cut at `max_bytes`: on a jump the stream is dropped and opened
 //!   again at the first missing offset), drops records it has already passed (a reader that
-//!   restarted writes again what the slot had not confirmed), and commits and flushes a
-//!   partition's offset only once the sink has delivered or parked everything taken from it.
+//!   restarted writes again what the slot had not confirmed), and commits (and flushes) a
+//!   partition's offset only through records the sink has delivered or parked.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -67,6 +67,16 @@ pub trait Log: Send + Sync + 'static {
         from: Option<i64>,
     ) -> BoxFuture<'a, LogResult<Box<dyn PartitionReader>>>;
 
+    /// Stores `offset` as the consumer's committed offset in a partition (the last record
+    /// processed) and flushes it: the position survives this process.
+    fn commit_at<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        consumer: &'a str,
+        offset: i64,
+    ) -> BoxFuture<'a, LogResult<()>>;
+
     /// The consumer's committed offset in a partition (the last record processed).
     fn committed<'a>(
         &'a self,
@@ -79,14 +89,10 @@ pub trait Log: Send + Sync + 'static {
     fn end<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, LogResult<i64>>;
 }
 
-/// One partition, read in offset order (Fluvio's consumer stream with manual offsets).
+/// One partition, read in offset order (Fluvio's consumer stream).
 pub trait PartitionReader: Send {
     /// The next record and its offset; None when the stream ended (open it again).
     fn next(&mut self) -> BoxFuture<'_, Option<LogResult<Read>>>;
-
-    /// Commits the offset of the last record yielded and flushes it to the log (the
-    /// consumer's position survives this process).
-    fn commit(&mut self) -> BoxFuture<'_, LogResult<()>>;
 }
 
 /// A record in a sink's topic.
@@ -528,11 +534,12 @@ impl Subscription for LogSubscription {
 /// How long a partition may yield nothing before its end offset is compared with what arrived.
 const QUIET_CHECK: Duration = Duration::from_secs(1);
 
+/// Offsets are committed at most this often (and once more when the partition goes quiet).
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
 /// Reads one partition into `tx` until the subscription is gone: opened from the consumer's
 /// committed offset, opened again at the first missing offset after a hole or an error, and
-/// committed once the worker has delivered everything this stream yielded (a commit covers
-/// all of it). Every 250 ms, at a transaction boundary, read-ahead pauses until the worker
-/// catches up, so the committed offset keeps up under load.
+/// its offset committed through what the worker has delivered.
 async fn read_partition(
     log: Arc<dyn Log>,
     topic: String,
@@ -550,6 +557,21 @@ async fn read_partition(
         if tx.is_closed() {
             return;
         }
+        if order.expected().is_none() {
+            // Where the consumer's committed position puts us.
+            match log.committed(&topic, partition, &consumer).await {
+                Ok(c) => {
+                    committed = c.unwrap_or(-1);
+                    order = Contiguity::new(Some(committed + 1));
+                }
+                Err(e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(%topic, partition, error = %e, ?d, "cannot read the committed offset; asking again");
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            }
+        }
         let mut reader = match log
             .open(&topic, partition, &consumer, order.expected())
             .await
@@ -562,47 +584,28 @@ async fn read_partition(
                 continue;
             }
         };
-        if order.expected().is_none() {
-            // The first record read is where the consumer's committed position puts us.
-            match log.committed(&topic, partition, &consumer).await {
-                Ok(c) => {
-                    committed = c.unwrap_or(-1);
-                    order = Contiguity::new(Some(committed + 1));
-                }
-                Err(e) => {
-                    tracing::warn!(%topic, partition, error = %e, "cannot read the committed offset; opening the partition again");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            }
-        }
-        // The last offset this stream yielded (what its commit covers), and whether it ended
-        // a transaction in this partition.
-        let mut seen: Option<i64> = None;
-        let mut boundary = true;
         loop {
             let want = *commit.borrow_and_update();
-            if let Some(at) = seen.filter(|at| want > committed && *at == want) {
-                match reader.commit().await {
+            if want > committed && last_commit.elapsed() >= COMMIT_EVERY {
+                match log.commit_at(&topic, partition, &consumer, want).await {
                     Ok(()) => {
-                        committed = at;
-                        last_commit = Instant::now();
+                        committed = want;
                         counters.commits.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Delivered anyway: a later commit covers it (or the next start delivers
+                    // it again, idempotently).
                     Err(e) => {
-                        tracing::warn!(%topic, partition, error = %e, "cannot commit the offset; opening the partition again");
-                        continue 'open;
+                        tracing::warn!(%topic, partition, error = %e, "cannot commit the offset yet")
                     }
                 }
+                last_commit = Instant::now();
             }
-            let behind = seen.is_some_and(|at| at > committed);
-            if behind && boundary && last_commit.elapsed() >= Duration::from_millis(250) {
-                // Let the worker catch up with what was read ahead, then commit all of it.
-                if commit.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            // A commit asked for and not yet due wakes the loop when it is.
+            let commit_wait = if want > committed {
+                COMMIT_EVERY.saturating_sub(last_commit.elapsed())
+            } else {
+                QUIET_CHECK * 3600
+            };
             let next = tokio::select! {
                 n = reader.next() => n,
                 changed = commit.changed() => {
@@ -611,6 +614,7 @@ async fn read_partition(
                     }
                     continue;
                 }
+                () = tokio::time::sleep(commit_wait) => continue,
                 () = tokio::time::sleep(QUIET_CHECK) => {
                     // Nothing for a while: a record skipped at the end of a backlog shows only
                     // as the log's end being past what arrived.
@@ -647,7 +651,6 @@ async fn read_partition(
                 }
                 Next::Take => {}
             }
-            seen = Some(offset);
             let record = match LogRecord::decode(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
@@ -656,7 +659,6 @@ async fn read_partition(
                     LogRecord::Mark { lsn: 0 }
                 }
             };
-            boundary = !matches!(record, LogRecord::Event { last: false, .. });
             counters.records.fetch_add(1, Ordering::Relaxed);
             if tx
                 .send(Taken {

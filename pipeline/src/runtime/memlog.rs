@@ -1,5 +1,5 @@
 //! A log in memory with Fluvio's shape and faults: partitions with contiguous offsets, named
-//! consumers whose committed offset is the last record yielded (manual commit and flush),
+//! consumers with committed offsets,
 //! and injected failures — appends refused, streams cut, and fluvio 0.50.1's lost records
 //! (a fetch cut at `max_bytes` jumps over records). It is the fake the seam's tests and the
 //! benchmark run on where no Fluvio cluster can.
@@ -213,15 +213,29 @@ impl Log for MemoryLog {
                 log: self.clone(),
                 topic: topic.to_string(),
                 partition,
-                consumer: consumer.to_string(),
                 next: start.max(0),
-                seen: -1,
                 yielded: 0,
                 cut_after: faults.cut_streams_after,
                 skip_every,
                 fetched_bytes: 0,
                 skip_next: false,
             }) as Box<dyn PartitionReader>)
+        })
+    }
+
+    fn commit_at<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        consumer: &'a str,
+        offset: i64,
+    ) -> BoxFuture<'a, LogResult<()>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let mut g = lock(&self.inner)?;
+            g.committed
+                .insert((consumer.to_string(), topic.to_string(), partition), offset);
+            Ok(())
         })
     }
 
@@ -257,10 +271,7 @@ struct MemReader {
     log: MemoryLog,
     topic: String,
     partition: u32,
-    consumer: String,
     next: i64,
-    /// The last offset yielded (what a commit stores).
-    seen: i64,
     yielded: u64,
     cut_after: Option<u64>,
     skip_every: Option<usize>,
@@ -322,7 +333,6 @@ impl PartitionReader for MemReader {
                         }
                         let offset = self.next;
                         self.next += 1;
-                        self.seen = offset;
                         self.yielded += 1;
                         return Some(Ok((offset, bytes)));
                     }
@@ -331,21 +341,6 @@ impl PartitionReader for MemReader {
                     }
                 }
             }
-        })
-    }
-
-    fn commit(&mut self) -> BoxFuture<'_, LogResult<()>> {
-        Box::pin(async move {
-            self.log.check_up()?;
-            if self.seen < 0 {
-                return Ok(());
-            }
-            let mut g = lock(&self.log.inner)?;
-            g.committed.insert(
-                (self.consumer.clone(), self.topic.clone(), self.partition),
-                self.seen,
-            );
-            Ok(())
         })
     }
 }
