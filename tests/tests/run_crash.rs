@@ -204,19 +204,34 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if processes.len() > 1 {
-        // Scaled out, the slot is confirmed once Fluvio has the events: the workers deliver
-        // them after. They are quiet once the books hold an entry per posted move and a few
-        // seconds have passed without a new one.
-        let mut last = (usize::MAX, std::time::Instant::now());
-        for _ in 0..600 {
-            let n = accounting.entries().len() + wms.orders().len();
-            if n != last.0 {
-                last = (n, std::time::Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(5) {
+        // Scaled out, the slot is confirmed once Fluvio has the events; the workers deliver
+        // them after. Quiet once `odoo-cdc fluvio status` shows no lag in any partition.
+        let mut quiet = false;
+        let mut last = String::new();
+        for _ in 0..120 {
+            let out = odoo_cdc_tests::odoo_cdc(&[
+                "fluvio",
+                "status",
+                "--config",
+                config.to_str().unwrap(),
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let rows: Vec<&str> = text.lines().skip(1).collect();
+            if out.status.success()
+                && !rows.is_empty()
+                && rows.iter().all(|l| l.rsplit('\t').next() == Some("0"))
+            {
+                eprintln!("fluvio status at quiescence:\n{text}");
+                quiet = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        assert!(
+            quiet,
+            "the workers did not catch up with the topics:\n{last}"
+        );
     }
     let mut statuses = Vec::new();
     for child in &mut children {

@@ -70,7 +70,8 @@ impl FluvioLog {
             .list::<TopicSpec, String>(vec![topic.to_string()])
             .await
             .map_err(|e| err("listing topics", e))?;
-        if let Some(t) = found.first() {
+        // The SC's filter matches names loosely: the one named exactly so.
+        if let Some(t) = found.iter().find(|t| t.name == topic) {
             return Ok(t.spec.partitions());
         }
         admin
@@ -170,7 +171,8 @@ impl Log for FluvioLog {
                 .await
                 .map_err(|e| err("listing topics", e))?;
             found
-                .first()
+                .iter()
+                .find(|t| t.name == topic)
                 .map(|t| t.spec.partitions())
                 .ok_or_else(|| LogError(format!("fluvio: no topic {topic}")))
         })
@@ -300,7 +302,8 @@ impl Log for FluvioLog {
                 .await
                 .map_err(|e| err(&format!("status of {name}"), e))?;
             found
-                .first()
+                .iter()
+                .find(|p| p.name == name)
                 .map(|p| p.status.leader.hw)
                 .ok_or_else(|| LogError(format!("fluvio: no partition {name}")))
         })

@@ -11,9 +11,10 @@
 //! - A worker ([`LogSubscription`]) reads the partitions it owns, each from its consumer's
 //!   committed offset, checks that offsets arrive without a hole (fluvio 0.50.1 can skip
 //!   records when a fetch is cut at `max_bytes`: on a jump the stream is dropped and opened
-//!   again at the first missing offset), drops records it has already passed (a reader that
-//!   restarted writes again what the slot had not confirmed), and commits (and flushes) a
-//!   partition's offset only through records the sink has delivered or parked.
+//!   again at the first missing offset, or when the log's end is past what arrived), and
+//!   commits (and flushes) a partition's offset only through records the sink has delivered
+//!   or parked. What a restarted reader writes again (the slot's unconfirmed transactions)
+//!   is delivered again, as a restarted single process does: every effect is idempotent.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -103,10 +104,11 @@ pub enum LogRecord {
     Event {
         /// Commit LSN of the source transaction.
         lsn: u64,
-        /// Position of the event in its transaction's events: `lsn`/`seq` is the event's
-        /// idempotency key (the same event written twice has the same one).
+        /// Position of the event in its transaction's events.
         seq: u32,
-        /// The sink's ordering key (what chose the partition).
+        /// The sink's key: it chose the partition (events of one key stay in order) and
+        /// names the effect the sink keeps idempotent (a level's SKU and warehouse, a
+        /// picking's WMS reference, a move's journal entry).
         key: String,
         /// Whether this is the transaction's last record in this partition.
         last: bool,
@@ -342,8 +344,6 @@ struct Taken {
 struct Owned {
     /// Everything of this partition at or below this commit has been handed over.
     through: u64,
-    /// The newest event handed over, by its idempotency key (commit LSN, position).
-    newest: (u64, u32),
     /// (offset, commit LSN) of records handed to the worker and not yet committed.
     uncommitted: VecDeque<(i64, u64)>,
     /// Ask the partition's task to commit through this offset.
@@ -371,8 +371,8 @@ pub struct Counters {
     pub records: std::sync::atomic::AtomicU64,
     /// Holes in the offsets, each mended by reading again from the first missing one.
     pub holes: std::sync::atomic::AtomicU64,
-    /// Records dropped because their commit was already passed (written again by a reader
-    /// that restarted).
+    /// Events from commits already passed (written again by a reader that restarted),
+    /// delivered again.
     pub again: std::sync::atomic::AtomicU64,
     /// Offsets committed and flushed.
     pub commits: std::sync::atomic::AtomicU64,
@@ -408,7 +408,6 @@ impl LogSubscription {
                 *p,
                 Owned {
                     through: 0,
-                    newest: (0, 0),
                     uncommitted: VecDeque::new(),
                     commit,
                 },
@@ -442,34 +441,26 @@ impl LogSubscription {
         o.uncommitted.push_back((t.offset, 0));
         match t.record {
             LogRecord::Event {
-                lsn,
-                seq,
-                last,
-                event,
-                ..
+                lsn, last, event, ..
             } => {
                 if let Some(u) = o.uncommitted.back_mut() {
                     u.1 = lsn;
                 }
-                if (lsn, seq) <= o.newest && o.newest != (0, 0) {
-                    // Written again by a reader that restarted before the slot was confirmed.
+                // A reader that restarted writes again what the slot had not confirmed, as
+                // its transforms see it now (inventory as one resync at the end): delivered
+                // again, like a restarted process delivers again, and idempotent downstream.
+                if lsn <= o.through {
                     self.counters.again.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    o.newest = (lsn, seq);
-                    o.through = if last {
-                        lsn
-                    } else {
-                        o.through.max(lsn.saturating_sub(1))
-                    };
-                    self.ready.push_back(Item::Event(event, Instant::now()));
+                    o.through = if last { lsn } else { lsn.saturating_sub(1) };
                 }
+                self.ready.push_back(Item::Event(event, Instant::now()));
             }
             LogRecord::Mark { lsn } => {
                 if let Some(u) = o.uncommitted.back_mut() {
                     u.1 = lsn;
                 }
                 o.through = o.through.max(lsn);
-                o.newest = o.newest.max((lsn, u32::MAX));
             }
         }
         let low = self.owned.values().map(|o| o.through).min().unwrap_or(0);
