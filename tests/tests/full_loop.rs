@@ -17,6 +17,32 @@ const STOCK: i64 = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_storefront_sales_never_oversell_and_shopify_converges_to_odoo() {
+    race(&[&[]], None).await;
+}
+
+/// The same with the inbox (in the reader) and the Shopify worker in different processes,
+/// on a Fluvio cluster (`ODOO_CDC_FLUVIO_ENDPOINT`, `--features fluvio`): the worker's guard
+/// follows the inbox through the state database; skipped, and said, without a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_on_fluvio_racing_storefront_sales_never_oversell() {
+    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
+        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+        return;
+    };
+    if !cfg!(feature = "fluvio") {
+        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
+    }
+    race(
+        &[
+            &["--role", "reader"],
+            &["--role", "worker", "--sinks", "shopify"],
+        ],
+        Some(&endpoint),
+    )
+    .await;
+}
+
+async fn race(processes: &[&[&str]], fluvio: Option<&str>) {
     let db = Db::start();
     let c = db.cluster.superuser_client("odoo").await.unwrap();
     let info = odoo::create(
@@ -78,28 +104,44 @@ async fn racing_storefront_sales_never_oversell_and_shopify_converges_to_odoo() 
             "[source]\nurl = \"{}\"\n\n[odoo]\nurl = \"{}\"\ndatabase = \"odoo\"\nlogin = \"admin\"\n\n\
              [webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\nshop_domain = \"odoo-cdc-demo.myshopify.com\"\n\n\
              [sinks.shopify]\ngraphql_url = \"{}\"\n\
-             location_map = {{ {} = \"gid://shopify/Location/1\", {} = \"gid://shopify/Location/2\" }}\n",
+             location_map = {{ {} = \"gid://shopify/Location/1\", {} = \"gid://shopify/Location/2\" }}\n{}",
             db.url(),
             odoo_rpc.url(),
             shopify.graphql_url(),
             info.warehouses[0].code,
             info.warehouses[1].code,
+            fluvio.map_or_else(String::new, |e| format!(
+                "\n[fluvio]\nendpoint = \"{e}\"\ntopic_prefix = \"race-{}\"\n",
+                std::process::id()
+            )),
         ),
     )
     .unwrap();
     let log = dir.join("run.log");
-    let child = Running(
-        Command::new(odoo_cdc_bin())
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("ODOO_CDC_ODOO_API_KEY", "odoo-api-key")
-            .env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", "hush")
-            .env("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_emulator")
-            .env("RUST_LOG", "info,sinks=debug,pipeline=debug")
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let children: Vec<Running> = processes
+        .iter()
+        .map(|role| {
+            Running(
+                Command::new(odoo_cdc_bin())
+                    .args(["run", "--config", config.to_str().unwrap()])
+                    .args(*role)
+                    .env("ODOO_CDC_ODOO_API_KEY", "odoo-api-key")
+                    .env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", "hush")
+                    .env("ODOO_CDC_SHOPIFY_ACCESS_TOKEN", "shpat_emulator")
+                    .env("RUST_LOG", "info,sinks=debug,pipeline=debug")
+                    .stdin(Stdio::null())
+                    .stderr(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .unwrap(),
+                    )
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     // The initial synchronisation puts Odoo's stock into Shopify.
     let mut synced = false;
@@ -225,5 +267,5 @@ async fn racing_storefront_sales_never_oversell_and_shopify_converges_to_odoo() 
         );
     }
     assert_eq!(sold, accepted.len() as i64);
-    drop(child);
+    drop(children);
 }

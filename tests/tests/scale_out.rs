@@ -401,3 +401,33 @@ fn the_roles_refuse_clearly_what_they_cannot_run() {
     assert_ne!(code, Some(0));
     assert!(err.contains("[fluvio]"), "{err}");
 }
+
+/// A reader and its workers start together: their migrations of odoo-cdc's state do not
+/// trip over each other (CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_starting_together_migrate_the_state_one_at_a_time() {
+    let db = Db::start();
+    let source = cdc::SourceConfig::from_str(&db.url()).unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(source.sql_client().await.unwrap());
+    }
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                pipeline::state::migrate(&c)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        db.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'odoo_cdc' AND tablename = 'kv'")
+            .trim(),
+        "1"
+    );
+}

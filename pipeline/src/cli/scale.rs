@@ -176,10 +176,20 @@ pub async fn run_worker(
     let names: Vec<&'static str> = sinks.iter().map(|s| s.name()).collect();
     for name in names {
         let topic = topic_of(&f.topic_prefix, name);
-        let n = log
-            .partitions(&topic)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e} (start the reader first: it creates the topics)"))?;
+        // The reader creates the topics: a worker started first waits for them.
+        let mut waited = std::time::Instant::now();
+        let n = loop {
+            match log.partitions(&topic).await {
+                Ok(n) => break n,
+                Err(e) => {
+                    if waited.elapsed() >= Duration::from_secs(10) {
+                        tracing::warn!(%topic, error = %e, "waiting for the reader to create the topic");
+                        waited = std::time::Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
         let mine = match &partitions {
             Some(p) => {
                 if let Some(bad) = p.iter().find(|p| **p >= n) {
@@ -201,6 +211,15 @@ pub async fn run_worker(
         None => None,
     };
     let mut tasks = Vec::new();
+    if sinks.iter().any(|s| s.name() == "shopify") {
+        // The inbox runs with the reader: its orders reach this guard through the state
+        // database (LISTEN/NOTIFY), and their fences are passed by the records' LSNs.
+        tasks.push(tokio::spawn(crate::writeback::inbox::feed_guard(
+            state.clone(),
+            shared.guard.clone(),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )));
+    }
     for (sink, (topic, mine)) in sinks.into_iter().zip(owned) {
         let name = sink.name();
         tracing::info!(sink = name, %topic, partitions = ?mine, "delivering from the log");

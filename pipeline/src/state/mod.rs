@@ -280,10 +280,22 @@ pub async fn audit_action(
 
 /// Runs the migrations.
 pub async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // Processes of one deployment (a reader and its workers) start together: one migrates
+    // at a time (IF NOT EXISTS is not safe against a concurrent CREATE).
+    client
+        .batch_execute("SELECT pg_advisory_lock(hashtext('odoo_cdc migrate'))")
+        .await?;
+    let mut result = Ok(());
     for m in MIGRATIONS {
-        client.batch_execute(m).await?;
+        if let Err(e) = client.batch_execute(m).await {
+            result = Err(e);
+            break;
+        }
     }
-    Ok(())
+    client
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('odoo_cdc migrate'))")
+        .await?;
+    result
 }
 
 /// Reads a value.

@@ -566,6 +566,12 @@ impl Inbox {
                     tracing::warn!(error = %e, "cannot record an inbox outcome; it is applied again later");
                     break;
                 }
+                if matches!(outcome, Outcome::Applied(_)) && row.topic == "orders/create" {
+                    // A Shopify worker in another process (scale-out) follows the inbox.
+                    let _ = db
+                        .execute("SELECT pg_notify('odoo_cdc_guard', $1)", &[&row.order_key])
+                        .await;
+                }
                 if let (Some(guard), Outcome::Applied(a)) = (&self.guard, &outcome) {
                     // Confirmed, cancelled or refused: once the stream passes the fence, the
                     // order's units are in Odoo's numbers (or never will be, if refused).
@@ -618,5 +624,168 @@ impl Inbox {
         let _ = db
             .query_one("SELECT pg_advisory_unlock(hashtext($1))", &[&lock])
             .await;
+    }
+}
+
+/// What a Shopify worker in another process than the inbox (scale-out) has told its guard:
+/// per order, whether it was settled and at which fence. [`GuardFeed::sync`] turns the inbox's
+/// held orders into the notes that changed since.
+#[derive(Debug, Default)]
+pub struct GuardFeed {
+    sent: std::collections::HashMap<String, Option<cdc::Lsn>>,
+}
+
+impl GuardFeed {
+    /// A feed that knows `notes` were given already (the guard's own resume at start).
+    pub fn seeded(notes: &[sinks::shopify::GuardNote]) -> Self {
+        let mut feed = Self::default();
+        let _ = feed.sync(notes.to_vec());
+        feed
+    }
+
+    /// The notes to send for the inbox's held orders now (`held_orders`): orders not seen
+    /// before are received, orders newly settled (or at a new fence) settled, and orders that
+    /// left the inbox's held set without a fence (refused, dead) released.
+    pub fn sync(&mut self, held: Vec<sinks::shopify::GuardNote>) -> Vec<sinks::shopify::GuardNote> {
+        use sinks::shopify::GuardNote;
+        let mut out = Vec::new();
+        let mut now: std::collections::HashMap<String, Option<cdc::Lsn>> =
+            std::collections::HashMap::new();
+        for note in held {
+            match note {
+                GuardNote::Received { order, lines } => {
+                    now.entry(order.clone()).or_insert(None);
+                    if !self.sent.contains_key(&order) {
+                        out.push(GuardNote::Received { order, lines });
+                    }
+                }
+                GuardNote::Settled { order, fence } => {
+                    if self.sent.get(&order).copied().flatten() != Some(fence) {
+                        out.push(GuardNote::Settled {
+                            order: order.clone(),
+                            fence,
+                        });
+                    }
+                    now.insert(order, Some(fence));
+                }
+                other => out.push(other),
+            }
+        }
+        for (order, fence) in &self.sent {
+            if fence.is_none() && !now.contains_key(order) {
+                out.push(GuardNote::Settled {
+                    order: order.clone(),
+                    fence: cdc::Lsn::ZERO,
+                });
+            }
+        }
+        self.sent = now;
+        out
+    }
+}
+
+/// Feeds the guard of a Shopify worker that runs apart from the inbox: on every inbox
+/// notification (`odoo_cdc_inbox`: a webhook committed; `odoo_cdc_guard`: an order applied
+/// to Odoo) the inbox's held orders are read again and what changed is told to the guard;
+/// a lost LISTEN connection is opened again and followed by a full sync.
+pub async fn feed_guard(
+    db: Arc<crate::state::StateDb>,
+    guard: Arc<sinks::shopify::GuardChannel>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut feed = GuardFeed::seeded(&held_orders(&db).await);
+    let mut backoff = cdc::backoff::Backoff::default();
+    while !stopping.load(Ordering::SeqCst) {
+        let Some(source) = db.source().cloned() else {
+            return;
+        };
+        let listening = async {
+            let (c, rx) = source
+                .sql_client_listening()
+                .await
+                .map_err(|e| e.to_string())?;
+            c.batch_execute("LISTEN odoo_cdc_inbox; LISTEN odoo_cdc_guard")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((c, rx))
+        };
+        let (client, mut rx) =
+            match tokio::time::timeout(crate::state::CONNECT_TIMEOUT, listening).await {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "oversell guard: cannot follow the inbox yet");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            };
+        backoff = cdc::backoff::Backoff::default();
+        loop {
+            for note in feed.sync(held_orders(&db).await) {
+                guard.send(note);
+            }
+            // Woken by the next notification; a quiet minute syncs anyway.
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+                Ok(Some(_)) => while rx.try_recv().is_ok() {},
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            if stopping.load(Ordering::SeqCst) || client.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::GuardFeed;
+    use sinks::shopify::GuardNote;
+
+    fn received(order: &str) -> GuardNote {
+        GuardNote::Received {
+            order: order.into(),
+            lines: vec![("SKU".into(), Some("1".into()), 2)],
+        }
+    }
+
+    fn settled(order: &str, fence: u64) -> GuardNote {
+        GuardNote::Settled {
+            order: order.into(),
+            fence: cdc::Lsn(fence),
+        }
+    }
+
+    fn names(notes: &[GuardNote]) -> Vec<String> {
+        notes
+            .iter()
+            .map(|n| match n {
+                GuardNote::Received { order, .. } => format!("received {order}"),
+                GuardNote::Settled { order, fence } => format!("settled {order} at {}", fence.0),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_feed_tells_the_guard_only_what_changed_in_the_inbox() {
+        // Resumed with order 1 held: nothing to say again.
+        let mut feed = GuardFeed::seeded(&[received("1")]);
+        assert!(feed.sync(vec![received("1")]).is_empty());
+        // Order 2 arrives; order 1 is applied to Odoo.
+        let said = feed.sync(vec![received("1"), settled("1", 100), received("2")]);
+        assert_eq!(names(&said), ["settled 1 at 100", "received 2"]);
+        // Nothing new: nothing said.
+        assert!(feed
+            .sync(vec![received("1"), settled("1", 100), received("2")])
+            .is_empty());
+        // Order 2 leaves the held set without a fence (refused): released.
+        let said = feed.sync(vec![received("1"), settled("1", 100)]);
+        assert_eq!(names(&said), ["settled 2 at 0"]);
+        // Order 1 ages out of the inbox's window: already settled, nothing to say.
+        assert!(feed.sync(Vec::new()).is_empty());
     }
 }
