@@ -601,7 +601,7 @@ pub async fn run_as(
         // The sinks choose topics and partitions here; they deliver in the workers.
         let mut routes = sinks.into_routes(&shared);
         routes.extend(extra);
-        let publisher = super::scale::publisher(&cfg, log, routes).await?;
+        let publisher = super::scale::publisher(&cfg, log, routes, shared.clone()).await?;
         runtime::run_on(opts, Box::new(publisher), shared.clone(), stop).await?;
     } else {
         let mut sinks = sinks.into_runtime(&shared);

@@ -81,6 +81,7 @@ pub async fn publisher(
     cfg: &Config,
     log: Arc<dyn Log>,
     sinks: Vec<Box<dyn sinks::Sink>>,
+    shared: Arc<Shared>,
 ) -> Result<LogPublisher> {
     let Some(f) = &cfg.fluvio else {
         bail!("--role reader needs a [fluvio] section with the cluster's endpoint");
@@ -95,7 +96,7 @@ pub async fn publisher(
         tracing::info!(sink = s.name(), %topic, partitions = n, "publishing to the log");
         routes.push(Route::new(s, topic, n));
     }
-    Ok(LogPublisher::new(log, routes))
+    Ok(LogPublisher::new(log, routes).reporting(shared))
 }
 
 /// Holds the partitions a worker owns: a session advisory lock per (topic, partition) on a

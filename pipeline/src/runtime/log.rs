@@ -228,6 +228,8 @@ pub struct LogPublisher {
     last_marks: Instant,
     /// Records acknowledged, for metrics and the benchmark.
     pub records: u64,
+    /// Where a log that refuses records is said (readiness turns red).
+    shared: Option<Arc<super::Shared>>,
 }
 
 impl LogPublisher {
@@ -240,7 +242,14 @@ impl LogPublisher {
             mark_every: Duration::from_millis(200),
             last_marks: Instant::now(),
             records: 0,
+            shared: None,
         }
+    }
+
+    /// Says on `shared`'s replication check while the log refuses records (`/readyz` red).
+    pub fn reporting(mut self, shared: Arc<super::Shared>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// How often idle partitions get a mark (default 200 ms).
@@ -251,12 +260,29 @@ impl LogPublisher {
 
     /// Appends to one topic until the log has it: a log that is down holds the reader (and
     /// the slot), it never drops a record.
-    async fn append_all(log: &dyn Log, topic: &str, records: Vec<(u32, Vec<u8>)>) {
+    async fn append_all(
+        log: &dyn Log,
+        shared: Option<&super::Shared>,
+        topic: &str,
+        records: Vec<(u32, Vec<u8>)>,
+    ) {
         let mut backoff = cdc::backoff::Backoff::default();
+        let mut failed = false;
         loop {
             match log.append(topic, records.clone()).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    if let (true, Some(shared)) = (failed, shared) {
+                        shared.set_replication(None);
+                    }
+                    return;
+                }
                 Err(e) => {
+                    failed = true;
+                    if let Some(shared) = shared {
+                        shared.set_replication(Some(format!(
+                            "waiting for the log to take {topic}'s records: {e}"
+                        )));
+                    }
                     let d = backoff.next_delay();
                     tracing::warn!(%topic, error = %e, ?d, "the log did not take the records; writing them again");
                     tokio::time::sleep(d).await;
@@ -305,7 +331,7 @@ impl LogPublisher {
                 continue;
             }
             let n = records.len() as u64;
-            Self::append_all(&*self.log, &route.topic, records).await;
+            Self::append_all(&*self.log, self.shared.as_deref(), &route.topic, records).await;
             self.records += n;
         }
         if marks_due {
@@ -731,6 +757,69 @@ mod tests {
         assert_eq!(LogRecord::decode(&m.encode()).unwrap(), m);
         let e = LogRecord::decode(b"hello").unwrap_err();
         assert!(e.contains("not an odoo-cdc log record"), "{e}");
+    }
+
+    /// A sink that routes every level, keyed by SKU (what the reader's routes need of a sink).
+    struct Levels;
+
+    impl sinks::Sink for Levels {
+        fn name(&self) -> &'static str {
+            "levels"
+        }
+        fn wants(&self) -> sinks::Wants {
+            Arc::new(|e| matches!(e, RetailEvent::SellableChanged { .. }))
+        }
+        fn key(&self, e: &RetailEvent) -> String {
+            match e {
+                RetailEvent::SellableChanged { sku, .. } => sku.clone(),
+                _ => String::new(),
+            }
+        }
+        fn batching(&self, partitions: usize) -> sinks::Batching {
+            sinks::Batching::at_once(partitions)
+        }
+        fn deliver<'a>(
+            &'a mut self,
+            events: &'a [Sourced],
+            _partitions: usize,
+        ) -> BoxFuture<'a, Vec<sinks::Outcome>> {
+            Box::pin(async move { events.iter().map(|_| sinks::Outcome::Done).collect() })
+        }
+    }
+
+    /// A log that refuses records holds the reader (nothing is dropped, nothing confirmed) and
+    /// says so on the replication check until it takes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_that_refuses_records_holds_the_reader_and_turns_readiness_red() {
+        let log = MemoryLog::new();
+        log.create_topic("t-levels", 2);
+        let shared = Arc::new(crate::runtime::Shared::default());
+        let mut publisher = LogPublisher::new(
+            Arc::new(log.clone()),
+            vec![Route::new(Box::new(Levels), "t-levels".into(), 2)],
+        )
+        .reporting(shared.clone());
+        log.set_down(true);
+        let mut publishing =
+            Box::pin(publisher.write(vec![level("A", 1, 10), level("B", 2, 10)], Lsn(10)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(400), &mut publishing)
+                .await
+                .is_err()
+        );
+        let said = shared.replication.lock().unwrap().clone();
+        assert!(
+            matches!(&said, Some(Err(e)) if e.contains("waiting for the log")),
+            "{said:?}"
+        );
+        log.set_down(false);
+        tokio::time::timeout(Duration::from_secs(10), publishing)
+            .await
+            .expect("written once the log answers");
+        assert_eq!(publisher.durable(Lsn(10)), Lsn(10));
+        assert!(matches!(*shared.replication.lock().unwrap(), Some(Ok(()))));
+        let written: usize = (0..2).map(|p| log.records("t-levels", p).len()).sum();
+        assert_eq!(written, 2);
     }
 
     /// A backlog of more than 10 MB in one partition, read by a client that loses a record
