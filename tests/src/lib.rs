@@ -325,6 +325,16 @@ pub async fn sell_one(
     info: &fixtures::odoo::SeedInfo,
     i: usize,
 ) -> (i32, String, bool) {
+    sell_one_as(c, info, i, None).await
+}
+
+/// [`sell_one`] with the customer's reference (`client_order_ref`, e.g. `shopify:<id>`).
+pub async fn sell_one_as(
+    c: &mut fixtures::odoo::OdooClient,
+    info: &fixtures::odoo::SeedInfo,
+    i: usize,
+    reference: Option<&str>,
+) -> (i32, String, bool) {
     use fixtures::odoo::actions::sales;
     let p = &info.products[i];
     let q = sales::Quotation {
@@ -339,7 +349,7 @@ pub async fn sell_one(
             taxed: true,
             taxes: Vec::new(),
         }],
-        client_order_ref: None,
+        client_order_ref: reference.map(str::to_string),
     };
     let o = sales::create_quotation(c, info, &q)
         .await
@@ -416,4 +426,27 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("its address")
         .port()
+}
+
+/// Logs in to the workbench at `base` with a login form's fields (`user` and `password`, or
+/// `token`): the session cookie (`name=value`) its 303 sets.
+pub async fn workbench_login(base: &str, form: &[(&str, &str)]) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    let r = http
+        .post(format!("{base}/login"))
+        .form(form)
+        .send()
+        .await
+        .expect("the workbench answers");
+    assert_eq!(r.status(), 303, "logged in");
+    r.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string()
 }

@@ -107,15 +107,8 @@ fn sigterm_on_a_kept_running_demo_removes_its_postgresql() {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let r = http
-            .post(format!("{base}/login"))
-            .form(&[("token", token.as_str())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303);
-        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-        let cookie = cookie.split(';').next().unwrap();
+        let cookie = odoo_cdc_tests::workbench_login(&base, &[("token", token.as_str())]).await;
+        let cookie = cookie.as_str();
         http.get(format!("{base}/"))
             .header("cookie", cookie)
             .send()

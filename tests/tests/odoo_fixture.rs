@@ -211,7 +211,8 @@ async fn sale_delivery_and_invoicing_write_what_odoo_writes() {
         .unwrap();
     assert_eq!(p.get::<_, String>(0), "WH/OUT/00001");
     assert_eq!(p.get::<_, String>(1), "assigned");
-    assert_eq!(p.get::<_, String>(2), "S00001");
+    // As a real Odoo 18 names it: the order, then the customer's reference.
+    assert_eq!(p.get::<_, String>(2), "S00001 - shopify:1001");
     let (q1, r1) = on_hand(&c, product, wh.stock_location_id).await;
     assert_eq!(q1, q0, "reserving never changes on hand");
     assert_eq!(r1, r0 + dec("3"));

@@ -481,20 +481,8 @@ async fn forged_replay(base: &str, (user, password): (&str, &str), id: &str) -> 
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = http
-        .post(format!("{base}/login"))
-        .form(&[("user", user), ("password", password)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie =
+        odoo_cdc_tests::workbench_login(base, &[("user", user), ("password", password)]).await;
     let page = http
         .get(format!("{base}/"))
         .header("cookie", &cookie)

@@ -8,8 +8,8 @@ use std::time::Duration;
 use fixtures::emulator::accounting::{AccountingConfig as AcctCfg, AccountingEmulator};
 use fixtures::odoo::actions::account;
 use odoo_cdc_tests::{
-    accounting_section, odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one, wait_until, Db,
-    Running,
+    accounting_section, odoo_cdc_bin, scratch_dir, seeded_and_published, sell_one_as, wait_until,
+    Db, Running,
 };
 
 const VIEWER_TOKEN: &str = "viewer-token-for-the-trail-test";
@@ -19,20 +19,7 @@ async fn trail(base: &str, q: &str) -> String {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = http
-        .post(format!("{base}/login"))
-        .form(&[("token", VIEWER_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "the viewer token logs in");
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = odoo_cdc_tests::workbench_login(base, &[("token", VIEWER_TOKEN)]).await;
     let r = http
         .get(format!("{base}/trail"))
         .query(&[("q", q)])
@@ -96,7 +83,18 @@ async fn the_trail_shows_the_journal_entry_the_books_hold_and_one_they_lost() {
     );
     let runlog = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(odoo_cdc_tests::wait_bootstrapped(&db).await, "{}", runlog());
-    let (order, picking, _) = sell_one(&mut c, &info, 0).await;
+    // Sold on Shopify: Odoo 18 names the delivery's origin `S00001 - shopify:4242`.
+    let (order, picking, _) = sell_one_as(&mut c, &info, 0, Some("shopify:4242")).await;
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT origin FROM stock_picking WHERE name = '{picking}'"
+        ))
+        .trim(),
+        db.sql(&format!(
+            "SELECT name || ' - shopify:4242' FROM sale_order WHERE id = {order}"
+        ))
+        .trim()
+    );
     let order_name = db
         .sql(&format!("SELECT name FROM sale_order WHERE id = {order}"))
         .trim()
@@ -114,9 +112,21 @@ async fn the_trail_shows_the_journal_entry_the_books_hold_and_one_they_lost() {
         .trim()
         .to_string();
 
-    // Found from the sale order, its delivery and its invoice alike.
-    for q in [order_name.as_str(), picking.as_str(), inv_name.as_str()] {
+    // Found from the Shopify order, the sale order, its delivery and its invoice alike.
+    for q in [
+        "4242",
+        order_name.as_str(),
+        picking.as_str(),
+        inv_name.as_str(),
+    ] {
         let page = trail(&base, q).await;
+        let odoo = table(&page, "odoo-records");
+        assert!(
+            odoo.contains(&format!("<td>{order_name}</td>"))
+                && odoo.contains(&format!("<td>{picking}</td>"))
+                && odoo.contains(&format!("<td>{inv_name}</td>")),
+            "{q}: {odoo}"
+        );
         let books = table(&page, "journal-entries");
         assert!(
             books.contains(&format!(

@@ -682,7 +682,7 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
     let mut names: Vec<String> = vec![query.to_string()];
     if let Ok(rows) = client
         .query(
-            "SELECT origin FROM stock_picking WHERE name = $1 AND origin IS NOT NULL \
+            "SELECT o.name FROM stock_picking p JOIN sale_order o ON o.id = p.sale_id WHERE p.name = $1 \
              UNION SELECT invoice_origin FROM account_move WHERE name = $1 AND invoice_origin IS NOT NULL LIMIT 20",
             &[&query],
         )
@@ -700,6 +700,7 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
         .await;
     let mut records = Vec::new();
     let mut origins: Vec<String> = vec![query.to_string()];
+    let mut order_ids: Vec<i32> = Vec::new();
     match orders {
         Ok(rows) => {
             for r in &rows {
@@ -714,6 +715,7 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
                     keys.insert(s.to_string());
                 }
                 origins.push(name.clone());
+                order_ids.push(id);
                 records.push(vec![
                     "sale.order".into(),
                     id.to_string(),
@@ -735,9 +737,11 @@ pub async fn trail(w: &Workbench, _s: &Session, q: &Q) -> Result<String> {
     }
     if let Ok(rows) = client
         .query(
+            // Odoo 18's origin is `S00025 - <customer reference>`: the order's deliveries by
+            // sale_id, its returns by their origin naming a delivery.
             "SELECT id, name, state, coalesce(origin, '') FROM stock_picking WHERE name = $1 OR origin = ANY($2) \
-             ORDER BY id LIMIT 50",
-            &[&query, &origins],
+             OR sale_id = ANY($3) ORDER BY id LIMIT 50",
+            &[&query, &origins, &order_ids],
         )
         .await
     {
