@@ -37,6 +37,7 @@ fn config(db: &Db, wms: &WmsEmulator, acct: &AccountingEmulator, acct_cfg: &Acct
 struct Worker {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
+    shared: Arc<Shared>,
 }
 
 async fn worker(
@@ -81,7 +82,11 @@ async fn worker(
             Box::new(sub),
         ));
     }
-    Worker { tasks, counters }
+    Worker {
+        tasks,
+        counters,
+        shared,
+    }
 }
 
 impl Worker {
@@ -327,6 +332,11 @@ async fn a_reader_and_two_workers_deliver_everything_once_through_lost_records_a
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(acct.entries().len(), posted, "{:?}", acct.entries());
     assert_eq!(wms.orders().len(), pickings.len());
+    // Both workers owe nothing: everything they took is delivered.
+    assert!(odoo_cdc_tests::wait_until(Duration::from_secs(10), || a
+        .shared
+        .quiet()
+        && b.shared.quiet()));
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), reader).await;

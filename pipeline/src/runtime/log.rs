@@ -480,6 +480,9 @@ impl LogSubscription {
                 } else {
                     o.through = if last { lsn } else { lsn.saturating_sub(1) };
                 }
+                // Taken: owed by the sink until delivered (what `quiet` and the graceful stop
+                // wait for).
+                self.stats.enqueued_marker.fetch_max(lsn, Ordering::SeqCst);
                 self.ready.push_back(Item::Event(event, Instant::now()));
             }
             LogRecord::Mark { lsn } => {
@@ -540,9 +543,6 @@ impl Subscription for LogSubscription {
         }
         self.stats
             .delivered_marker
-            .fetch_max(through.0, Ordering::SeqCst);
-        self.stats
-            .enqueued_marker
             .fetch_max(through.0, Ordering::SeqCst);
         self.progress.notify_one();
     }
@@ -860,7 +860,7 @@ mod tests {
                 partitions: vec![0],
                 read_ahead: 256,
             },
-            stats,
+            stats.clone(),
             Arc::new(tokio::sync::Notify::new()),
         )
         .await;
@@ -882,8 +882,12 @@ mod tests {
         );
         assert!(sub.counters.holes.load(Ordering::SeqCst) >= 10);
         assert_eq!(got, (1..=n).collect::<Vec<_>>());
+        // Taken and not yet delivered: owed (a worker is not quiet).
+        assert_eq!(stats.enqueued_marker.load(Ordering::SeqCst), n);
+        assert!(stats.delivered_marker.load(Ordering::SeqCst) < n);
         // Delivered through the last commit: the consumer's offset is the last record's.
         sub.delivered(Lsn(n));
+        assert_eq!(stats.delivered_marker.load(Ordering::SeqCst), n);
         let committed = || {
             let log = log.clone();
             async move { log.committed("t", 0, "c").await.unwrap() }
