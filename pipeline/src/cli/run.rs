@@ -5,7 +5,6 @@
 //! tables and the stream resumes from the slot's confirmed position. SIGTERM (or Ctrl-C) stops
 //! reading, lets the sinks finish what is queued, confirms, and exits 0.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,24 +70,49 @@ impl Sinks {
 }
 
 impl Sinks {
+    /// The sinks the runtime runs: Shopify behind its oversell guard, fed by `shared.guard` and
+    /// resumed from the inbox's orders that are received and not settled yet.
+    pub fn into_runtime(self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
+        let resume = shared.state.clone().map(|state| {
+            let resume: sinks::shopify::guard::Resume = Box::new(move || {
+                Box::pin(async move { crate::writeback::inbox::held_orders(&state).await })
+            });
+            resume
+        });
+        self.assemble(shared, shared.guard.clone(), resume, true)
+    }
+
     /// The sinks as a reader routes events for them (never started in that process: Shopify
-    /// without its guard, which runs with the Shopify worker).
-    pub fn into_routes(mut self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
+    /// behind a guard of its own that nothing feeds, since the real one runs with the Shopify
+    /// worker; the fulfillment counters are the worker's too).
+    pub fn into_routes(self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
+        self.assemble(shared, Arc::default(), None, false)
+    }
+
+    fn assemble(
+        mut self,
+        shared: &Shared,
+        guard: Arc<sinks::shopify::GuardChannel>,
+        resume: Option<sinks::shopify::guard::Resume>,
+        count_fulfillments: bool,
+    ) -> Vec<Box<dyn sinks::Sink>> {
         let mut out: Vec<Box<dyn sinks::Sink>> = Vec::new();
         if let Some(state) = shared.state.clone() {
             let stats = Arc::new(crate::runtime::stats::FulfillmentStats::new(
                 &shared.metrics,
             ));
-            if let Some(s) = self.fulfillment_sink(state, stats) {
+            if let Some(s) = self.fulfillment_sink(state, stats.clone()) {
+                if count_fulfillments {
+                    if let Ok(mut g) = shared.fulfillments.lock() {
+                        *g = Some(stats);
+                    }
+                }
                 out.push(Box::new(s));
             }
         }
         if let Some(s) = self.shopify {
-            // A guard of its own that nothing feeds: the process's guard channel stays idle.
             out.push(Box::new(sinks::shopify::GuardedShopify::new(
-                s,
-                Arc::default(),
-                None,
+                s, guard, resume,
             )));
         }
         if let Some(s) = self.wms {
@@ -99,42 +123,20 @@ impl Sinks {
         }
         out
     }
+}
 
-    /// The sinks the runtime runs: Shopify behind its oversell guard, fed by `shared.guard` and
-    /// resumed from the inbox's orders that are received and not settled yet.
-    pub fn into_runtime(mut self, shared: &Shared) -> Vec<Box<dyn sinks::Sink>> {
-        let mut out: Vec<Box<dyn sinks::Sink>> = Vec::new();
-        if let Some(state) = shared.state.clone() {
-            let stats = Arc::new(crate::runtime::stats::FulfillmentStats::new(
-                &shared.metrics,
-            ));
-            if let Some(s) = self.fulfillment_sink(state, stats.clone()) {
-                if let Ok(mut g) = shared.fulfillments.lock() {
-                    *g = Some(stats);
-                }
-                out.push(Box::new(s));
-            }
-        }
-        if let Some(s) = self.shopify {
-            let resume = shared.state.clone().map(|state| {
-                let resume: sinks::shopify::guard::Resume = Box::new(move || {
-                    Box::pin(async move { crate::writeback::inbox::held_orders(&state).await })
-                });
-                resume
-            });
-            out.push(Box::new(sinks::shopify::GuardedShopify::new(
-                s,
-                shared.guard.clone(),
-                resume,
-            )));
-        }
-        if let Some(s) = self.wms {
-            out.push(Box::new(s));
-        }
-        if let Some(s) = self.accounting {
-            out.push(Box::new(s));
-        }
-        out
+/// `/healthz`, `/readyz` and `/metrics` on `runtime.metrics_listen`, when set.
+pub async fn serve_health(
+    cfg: &Config,
+    shared: &Arc<Shared>,
+) -> Result<Option<crate::ops::http::Served>> {
+    match &cfg.runtime.metrics_listen {
+        Some(addr) => Ok(Some(
+            crate::ops::health::serve_on(shared.clone(), addr)
+                .await
+                .with_context(|| format!("runtime.metrics_listen: cannot listen on {addr}"))?,
+        )),
+        None => Ok(None),
     }
 }
 
@@ -379,23 +381,22 @@ pub async fn run_as(
     role: super::scale::Role,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    cfg.apply_env(&|k| std::env::var(k).ok());
+    let source = super::dlq::source_of(&mut cfg, false)?;
     // A role of a scaled-out pipeline needs its cluster before it touches the slot.
     let log = match role {
         super::scale::Role::All => None,
-        _ => {
-            cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
-            Some(super::scale::connect(&cfg).await?)
-        }
+        _ => Some(super::scale::connect(&cfg).await?),
     };
     if let (super::scale::Role::Worker { sinks, partitions }, Some(log)) = (&role, &log) {
-        return super::scale::run_worker(cfg, log.clone(), sinks.clone(), partitions.clone(), stop)
-            .await;
-    }
-    cfg.validate().map_err(|e| anyhow!("config: {e}"))?;
-    let mut source = SourceConfig::from_str(&cfg.source.url)?;
-    if !cfg.source.password.expose().is_empty() {
-        source.password = Some(cfg.source.password.expose().to_string());
+        return super::scale::run_worker(
+            cfg,
+            source,
+            log.clone(),
+            sinks.clone(),
+            partitions.clone(),
+            stop,
+        )
+        .await;
     }
     let version = match cfg.source.odoo_version {
         17 => OdooVersion::V17,
@@ -530,14 +531,7 @@ pub async fn run_as(
         unready_after_secs: cfg.runtime.unready_after_secs.into(),
         ..Shared::default()
     });
-    let _health = match &cfg.runtime.metrics_listen {
-        Some(addr) => Some(
-            crate::ops::health::serve_on(shared.clone(), addr)
-                .await
-                .with_context(|| format!("runtime.metrics_listen: cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
+    let _health = serve_health(&cfg, &shared).await?;
     let _workbench = crate::ui::serve(&cfg, shared.clone(), state.clone()).await?;
     let (inbox_stop, _webhook_server) = match (&cfg.webhooks, &cfg.odoo) {
         (Some(w), Some(o)) => {

@@ -137,6 +137,7 @@ impl Ownership {
 /// `odoo-cdc run --role worker`: delivers the topics' events to the chosen sinks until `stop`.
 pub async fn run_worker(
     cfg: Config,
+    source: cdc::SourceConfig,
     log: Arc<dyn Log>,
     only: Vec<String>,
     partitions: Option<Vec<u32>>,
@@ -145,10 +146,6 @@ pub async fn run_worker(
     let Some(f) = cfg.fluvio.clone() else {
         bail!("--role worker needs a [fluvio] section with the cluster's endpoint");
     };
-    let mut source = <cdc::SourceConfig as std::str::FromStr>::from_str(&cfg.source.url)?;
-    if !cfg.source.password.expose().is_empty() {
-        source.password = Some(cfg.source.password.expose().to_string());
-    }
     let state = crate::state::StateDb::connect(&source)
         .await
         .context("connecting for odoo-cdc's state")?;
@@ -203,14 +200,7 @@ pub async fn run_worker(
         owned.push((topic, mine));
     }
     let ownership = Ownership::take(&source, &owned).await?;
-    let _health = match &cfg.runtime.metrics_listen {
-        Some(addr) => Some(
-            crate::ops::health::serve_on(shared.clone(), addr)
-                .await
-                .with_context(|| format!("runtime.metrics_listen: cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
+    let _health = super::run::serve_health(&cfg, &shared).await?;
     let mut tasks = Vec::new();
     if sinks.iter().any(|s| s.name() == "shopify") {
         // The inbox runs with the reader: its orders reach this guard through the state
@@ -218,7 +208,6 @@ pub async fn run_worker(
         tasks.push(tokio::spawn(crate::writeback::inbox::feed_guard(
             state.clone(),
             shared.guard.clone(),
-            Arc::new(std::sync::atomic::AtomicBool::new(false)),
         )));
     }
     for (sink, (topic, mine)) in sinks.into_iter().zip(owned) {

@@ -217,17 +217,17 @@ impl Route {
     }
 }
 
+/// Marks go to idle partitions at most this often.
+const MARK_EVERY: Duration = Duration::from_millis(200);
+
 /// The reader's half over a log.
 pub struct LogPublisher {
     log: Arc<dyn Log>,
     routes: Vec<Route>,
     /// The newest commit whose records the log acknowledged.
     acked: Lsn,
-    /// Marks go to idle partitions at most this often.
-    mark_every: Duration,
+    /// When marks last went to idle partitions.
     last_marks: Instant,
-    /// Records acknowledged, for metrics and the benchmark.
-    pub records: u64,
     /// Where a log that refuses records is said (readiness turns red).
     shared: Option<Arc<super::Shared>>,
 }
@@ -239,9 +239,7 @@ impl LogPublisher {
             log,
             routes,
             acked: Lsn::ZERO,
-            mark_every: Duration::from_millis(200),
             last_marks: Instant::now(),
-            records: 0,
             shared: None,
         }
     }
@@ -249,12 +247,6 @@ impl LogPublisher {
     /// Says on `shared`'s replication check while the log refuses records (`/readyz` red).
     pub fn reporting(mut self, shared: Arc<super::Shared>) -> Self {
         self.shared = Some(shared);
-        self
-    }
-
-    /// How often idle partitions get a mark (default 200 ms).
-    pub fn mark_every(mut self, every: Duration) -> Self {
-        self.mark_every = every;
         self
     }
 
@@ -292,7 +284,7 @@ impl LogPublisher {
     }
 
     async fn write(&mut self, events: Vec<Sourced>, end: Lsn) {
-        let marks_due = self.last_marks.elapsed() >= self.mark_every;
+        let marks_due = self.last_marks.elapsed() >= MARK_EVERY;
         for route in &mut self.routes {
             let wants = route.sink.wants();
             let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
@@ -330,9 +322,7 @@ impl LogPublisher {
             if records.is_empty() {
                 continue;
             }
-            let n = records.len() as u64;
             Self::append_all(&*self.log, self.shared.as_deref(), &route.topic, records).await;
-            self.records += n;
         }
         if marks_due {
             self.last_marks = Instant::now();
@@ -352,7 +342,7 @@ impl Publisher for LogPublisher {
 
     fn idle<'a>(&'a mut self, through: Lsn) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if self.last_marks.elapsed() >= self.mark_every {
+            if self.last_marks.elapsed() >= MARK_EVERY {
                 self.write(Vec::new(), through).await;
             }
         })

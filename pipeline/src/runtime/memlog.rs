@@ -90,20 +90,6 @@ impl MemoryLog {
             .unwrap_or_default()
     }
 
-    /// Appends raw bytes (a record odoo-cdc did not write, for tests).
-    pub fn append_raw(&self, topic: &str, partition: u32, bytes: Vec<u8>) {
-        if let Ok(mut g) = self.inner.lock() {
-            if let Some(p) = g
-                .topics
-                .get_mut(topic)
-                .and_then(|t| t.partitions.get_mut(partition as usize))
-            {
-                p.push(bytes);
-            }
-        }
-        self.appended.notify_waiters();
-    }
-
     fn check_up(&self) -> LogResult<()> {
         if self.down.load(Ordering::SeqCst) {
             Err(LogError("the log is unreachable (injected)".into()))

@@ -687,15 +687,11 @@ impl GuardFeed {
 /// Feeds the guard of a Shopify worker that runs apart from the inbox: on every inbox
 /// notification (`odoo_cdc_inbox`: a webhook committed; `odoo_cdc_guard`: an order applied
 /// to Odoo) the inbox's held orders are read again and what changed is told to the guard;
-/// a lost LISTEN connection is opened again and followed by a full sync.
-pub async fn feed_guard(
-    db: Arc<crate::state::StateDb>,
-    guard: Arc<sinks::shopify::GuardChannel>,
-    stopping: Arc<AtomicBool>,
-) {
+/// a lost LISTEN connection is opened again and followed by a full sync. Runs until aborted.
+pub async fn feed_guard(db: Arc<crate::state::StateDb>, guard: Arc<sinks::shopify::GuardChannel>) {
     let mut feed = GuardFeed::seeded(&held_orders(&db).await);
     let mut backoff = cdc::backoff::Backoff::default();
-    while !stopping.load(Ordering::SeqCst) {
+    loop {
         let Some(source) = db.source().cloned() else {
             return;
         };
@@ -733,7 +729,7 @@ pub async fn feed_guard(
                 Ok(None) => break,
                 Err(_) => {}
             }
-            if stopping.load(Ordering::SeqCst) || client.is_closed() {
+            if client.is_closed() {
                 break;
             }
         }
