@@ -17,6 +17,7 @@ use fixtures::TempCluster;
 mod peak;
 mod rig;
 mod saturate;
+mod scaleout;
 mod snapshot;
 mod webhooks;
 mod workbench;
@@ -78,6 +79,28 @@ enum Scenario {
         /// webhook is still on its way cannot leave the storefront order without stock.
         #[arg(long, default_value_t = 3)]
         hot_safety_stock: i64,
+    },
+    /// The peak profile by one process, then by one reader and two workers on a Fluvio
+    /// cluster (builds odoo-cdc with `--features fluvio`); each figure side by side.
+    ScaleOut {
+        /// Minutes of the profile per run (real time).
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        /// Normal order rate (orders per second); the peak is 10x.
+        #[arg(long, default_value_t = 1.0)]
+        base_rate: f64,
+        /// Shopify GraphQL points restored per second.
+        #[arg(long, default_value_t = 1000.0)]
+        shopify_restore_rate: f64,
+        /// The Shopify sink's write interval.
+        #[arg(long, default_value_t = 250)]
+        shopify_write_interval_ms: u64,
+        /// Safety stock of each of the five flash-sale SKUs.
+        #[arg(long, default_value_t = 3)]
+        hot_safety_stock: i64,
+        /// The Fluvio cluster's public endpoint (its SC).
+        #[arg(long, env = "ODOO_CDC_FLUVIO_ENDPOINT")]
+        fluvio_endpoint: Option<String>,
     },
     /// Raise the order rate until the pipeline falls behind; then odoo-cdc's own capacity
     /// (every limit lifted) against its reader alone.
@@ -207,26 +230,40 @@ fn measure_child(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn odoo_cdc_bin() -> Result<PathBuf> {
+/// The release odoo-cdc, built with `features` (none: the default build).
+fn odoo_cdc_bin(features: &[&str]) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/release/bench -> target/bench-odoo-cdc: a target directory of its own, so
     // building odoo-cdc alone (its dependencies' features resolve differently than with the
     // bench) does not undo the bench's build, and the next `cargo run -p bench` has nothing
-    // to recompile.
+    // to recompile; one per feature set, for the same reason.
+    let mut dir = "bench-odoo-cdc".to_string();
+    for f in features {
+        dir.push('-');
+        dir.push_str(f);
+    }
     let target = exe
         .parent()
         .and_then(|d| d.parent())
         .context("target dir")?
-        .join("bench-odoo-cdc");
+        .join(dir);
     let bin = target.join("release").join("odoo-cdc");
     // Built every time (a no-op when fresh): a stale binary would measure old code.
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"])
-        .arg("--target-dir")
-        .arg(&target)
-        .status();
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "--release", "-p", "pipeline", "--bin", "odoo-cdc"]);
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
+    let status = build.arg("--target-dir").arg(&target).status();
     if !status.is_ok_and(|s| s.success()) && !bin.exists() {
-        bail!("build odoo-cdc first: cargo build --release -p pipeline");
+        bail!(
+            "build odoo-cdc first: cargo build --release -p pipeline{}",
+            if features.is_empty() {
+                String::new()
+            } else {
+                format!(" --features {}", features.join(","))
+            }
+        );
     }
     Ok(bin)
 }
@@ -282,7 +319,7 @@ fn tail_argv(bin: &Path, cluster: &TempCluster, slot: &str, endpos: &str) -> Vec
 }
 
 fn decode(rows: u64, txns: u64, runs: usize, big_txn_rows: u64) -> Result<()> {
-    let bin = odoo_cdc_bin()?;
+    let bin = odoo_cdc_bin(&[])?;
     let cluster = TempCluster::start()?;
     let pw = cluster.role_password().to_string();
     let env = [("PGPASSWORD", pw.as_str()), ("RUST_LOG", "warn")];
@@ -548,13 +585,35 @@ fn main() -> Result<()> {
             shopify_restore_rate,
             shopify_write_interval_ms,
             hot_safety_stock,
-        } => peak::run(
+        } => peak::run(&peak::Params {
+            minutes,
+            base_rate,
+            restore_rate: shopify_restore_rate,
+            hot_safety_stock,
+            write_interval_ms: shopify_write_interval_ms,
+        }),
+        Scenario::ScaleOut {
             minutes,
             base_rate,
             shopify_restore_rate,
-            hot_safety_stock,
             shopify_write_interval_ms,
-        ),
+            hot_safety_stock,
+            fluvio_endpoint,
+        } => {
+            let Some(endpoint) = fluvio_endpoint else {
+                bail!("scale-out needs a Fluvio cluster: --fluvio-endpoint host:port or ODOO_CDC_FLUVIO_ENDPOINT (pipeline/docs/scale-out.md says how to start one)");
+            };
+            scaleout::run(
+                &peak::Params {
+                    minutes,
+                    base_rate,
+                    restore_rate: shopify_restore_rate,
+                    hot_safety_stock,
+                    write_interval_ms: shopify_write_interval_ms,
+                },
+                &endpoint,
+            )
+        }
         Scenario::Saturate {
             base_rate,
             step_secs,

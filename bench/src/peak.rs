@@ -19,23 +19,81 @@ use crate::rig::{
     hist_quantile, min_writes, proc_stat, svg, write_results, ChangeWatch, Rig, RigOptions,
 };
 
+/// The scenario's settings.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Minutes of the profile (real time).
+    pub minutes: f64,
+    /// Normal order rate (orders per second); the peak is 10x.
+    pub base_rate: f64,
+    /// Shopify GraphQL points restored per second.
+    pub restore_rate: f64,
+    /// Safety stock of each hot SKU.
+    pub hot_safety_stock: i64,
+    /// The Shopify sink's write interval.
+    pub write_interval_ms: u64,
+}
+
+/// One run's report: its Markdown, its figures and its chart.
+pub struct PeakRun {
+    /// The report as printed.
+    pub markdown: String,
+    /// The figures (`target/bench/<name>.json`).
+    pub json: serde_json::Value,
+    /// Throughput and lag over time.
+    pub svg: String,
+}
+
+/// The workers of a scaled-out run: Shopify's sinks in one, the WMS and the books in the other.
+pub const WORKERS: [&[&str]; 2] = [&["shopify", "shopify_fulfillment"], &["wms", "accounting"]];
+
 /// Runs the scenario.
-pub fn run(
-    minutes: f64,
-    base_rate: f64,
-    restore_rate: f64,
-    hot_safety_stock: i64,
-    write_interval_ms: u64,
-) -> Result<()> {
+pub fn run(p: &Params) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let _guard = rt.enter();
+    let cmd = format!(
+        "cargo run --release -p bench -- peak --minutes {} --base-rate {} --shopify-restore-rate {} --shopify-write-interval-ms {} --hot-safety-stock {}",
+        p.minutes, p.base_rate, p.restore_rate, p.write_interval_ms, p.hot_safety_stock
+    );
+    let r = measure(&rt, p, None, None, &cmd)?;
+    print!("{}", r.markdown);
+    write_results("peak", &r.json, &r.svg)
+}
+
+/// One run of the profile: by one `odoo-cdc run` (`bin`, or the default build), or scaled out
+/// on the Fluvio cluster at `fluvio` (a reader and the [`WORKERS`]).
+pub fn measure(
+    rt: &tokio::runtime::Runtime,
+    p: &Params,
+    bin: Option<std::path::PathBuf>,
+    fluvio: Option<&str>,
+    cmd: &str,
+) -> Result<PeakRun> {
+    let Params {
+        minutes,
+        base_rate,
+        restore_rate,
+        hot_safety_stock,
+        write_interval_ms,
+    } = p.clone();
+    let mut md = String::new();
+    macro_rules! out {
+        ($($t:tt)*) => {{
+            md.push_str(&format!($($t)*));
+            md.push('\n');
+        }};
+    }
     // Shopify Plus's GraphQL budget (the plan of shops that run Black Friday at this scale):
     // a 10,000-point bucket refilled at 1,000 points/s (`--shopify-restore-rate` to change).
     let mut rig = Rig::start(
-        &rt,
-        "peak",
+        rt,
+        if fluvio.is_some() {
+            "scale-out"
+        } else {
+            "peak"
+        },
         &RigOptions {
             shopify_restore_rate: restore_rate,
             webhooks: true,
@@ -48,13 +106,22 @@ pub fn run(
             shipments: Some(Duration::from_secs(5)),
         },
     )?;
-    let pid = rig.start_cdc()?;
-    let bootstrap_secs = rig.wait_bootstrap(&rt)?;
+    rig.bin = bin;
+    let pids = match fluvio {
+        None => vec![rig.start_cdc()?],
+        Some(endpoint) => rig.start_scaled_out(endpoint, &WORKERS)?,
+    };
+    let bootstrap_secs = rig.wait_bootstrap(rt)?;
     let (cluster, admin, info, shopify) = (&rig.cluster, &rig.admin, &rig.info, &rig.shopify);
     let db = fixtures::pg::DEFAULT_DATABASE;
     let http = reqwest::Client::new();
     let scrape = || rig.scrape();
-    let (cpu_before, _) = proc_stat(pid);
+    let cpu_of = |pids: &[u32]| {
+        pids.iter()
+            .map(|p| proc_stat(*p))
+            .fold((0.0, 0), |(c, r), (c1, r1)| (c + c1, r + r1))
+    };
+    let (cpu_before, _) = cpu_of(&pids);
     let counters_before = shopify.counters();
     let requests_before = shopify.core().requests().len();
     let m0 = rt.block_on(scrape()).unwrap_or_default();
@@ -167,11 +234,13 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let m = rt.block_on(scrape()).unwrap_or_default();
-    let (cpu_after, rss_kib) = proc_stat(pid);
+    let (cpu_after, rss_kib) = cpu_of(&pids);
     let level_changes = rt.block_on(watch.finish());
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    for pid in &pids {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
 
     // Shopify cost: what was spent against the minimum for the quantities written.
     let counters = shopify.counters();
@@ -230,6 +299,11 @@ pub fn run(
         })
         .collect();
     let cpu = cpu_after - cpu_before;
+    let procs = if pids.len() > 1 {
+        format!(" (sum of its {} processes)", pids.len())
+    } else {
+        String::new()
+    };
     // Oversell incidents: Shopify orders whose delivery Odoo could not fully reserve, each with
     // its order and the products short, so an incident can be traced (`odoo-cdc audit`).
     let oversold: Vec<(String, String)> = rt
@@ -284,17 +358,23 @@ pub fn run(
         hist_quantile(&m, &m0, "odoo_cdc_shipment_to_fulfillment_seconds", "", q)
             .map_or_else(|| "-".to_string(), |v| format!("{v:.2} s"))
     };
-    let cmd = format!("cargo run --release -p bench -- peak --minutes {minutes} --base-rate {base_rate} --shopify-restore-rate {restore_rate} --shopify-write-interval-ms {write_interval_ms} --hot-safety-stock {hot_safety_stock}");
-    println!("## peak: {minutes} minutes of the peak-season profile in real time (ramp to 10x, flash sales), with storefront sales written back\n");
-    println!(
+    out!(
+        "## peak: {minutes} minutes of the peak-season profile in real time (ramp to 10x, flash sales), with storefront sales written back{}\n",
+        fluvio.map_or_else(String::new, |e| format!(
+            "; scaled out on Fluvio ({e}): one reader, a worker for {} and one for {}",
+            WORKERS[0].join(" + "),
+            WORKERS[1].join(" + ")
+        ))
+    );
+    out!(
         "Source: {changes} row changes in {load_secs:.0} s ({:.0} row changes/s, {} Odoo actions); storefront sales {taken} taken, {refused} refused.\n",
         changes as f64 / load_secs,
         report.actions.values().sum::<u64>()
     );
-    println!("| sink | delivered | latency p50 ≤ ms | p99 ≤ ms | p99.9 ≤ ms |\n|---|---:|---:|---:|---:|");
+    out!("| sink | delivered | latency p50 ≤ ms | p99 ≤ ms | p99.9 ≤ ms |\n|---|---:|---:|---:|---:|");
     for sink in ["shopify", "wms", "accounting"] {
         let key = format!("odoo_cdc_sink_delivered_total{{sink=\"{sink}\"}}");
-        println!(
+        out!(
             "| {sink} | {:.0} | {} | {} | {} |",
             m.get(&key).copied().unwrap_or(0.0) - m0.get(&key).copied().unwrap_or(0.0),
             pct(sink, 0.5),
@@ -304,39 +384,39 @@ pub fn run(
     }
     let max_lag_s = lag_secs.iter().copied().fold(0.0, f64::max);
     let max_lag_b = lag_bytes.iter().copied().fold(0.0, f64::max);
-    println!("\n| figure | value |\n|---|---:|");
-    println!(
+    out!("\n| figure | value |\n|---|---:|");
+    out!(
         "| replication lag, max | {max_lag_s:.2} s / {:.0} KiB |",
         max_lag_b / 1024.0
     );
-    println!(
+    out!(
         "| Shopify convergence after the last change | {} |",
         converged.map_or_else(
             || format!("not within 120 s ({mismatched} levels differ)"),
             |s| format!("{s:.2} s")
         )
     );
-    println!("| Shopify calls / cost points | {calls} / {points} |");
-    println!(
+    out!("| Shopify calls / cost points | {calls} / {points} |");
+    out!(
         "| stock changes in / quantities written (coalescing) | {stock_events:.0} / {quantities} ({:.1}x) |",
         stock_events / quantities.max(1) as f64
     );
-    println!(
+    out!(
         "| Shopify cost points: inventory / fulfillments | {inventory_points} / {fulfillment_points} |"
     );
-    println!(
+    out!(
         "| Shopify inventory cost points per 1,000 stock changes | {:.0} (minimum for the quantities written: {:.0}; ratio {:.2}) |",
         inventory_points as f64 * 1000.0 / stock_events.max(1.0),
         min_points as f64 * 1000.0 / stock_events.max(1.0),
         inventory_points as f64 / min_points as f64
     );
-    println!(
+    out!(
         "| Shopify writes / least writes carrying every change within 500 ms | {} / {min_calls_500ms} (ratio {:.2}; {} level changes seen in Odoo) |",
         set_requests.len(),
         set_requests.len() as f64 / min_calls_500ms.max(1) as f64,
         level_changes.len()
     );
-    println!(
+    out!(
         "| Shopify deliveries by cause (urgent / interval ran out / queued / released holds) | {} |",
         causes
             .iter()
@@ -344,29 +424,32 @@ pub fn run(
             .collect::<Vec<_>>()
             .join(" / ")
     );
-    println!(
+    out!(
         "| writes refused as stale (a storefront sale landed first), re-read and written again | {stale_reads} |"
     );
-    println!("| THROTTLED answers | {} |", delta("throttled"));
-    println!("| oversell incidents (Shopify orders Odoo could not reserve) | {oversell} |");
-    println!(
+    out!("| THROTTLED answers | {} |", delta("throttled"));
+    out!("| oversell incidents (Shopify orders Odoo could not reserve) | {oversell} |");
+    out!(
         "| warehouse parcels applied to Odoo / dead-lettered / Shopify fulfillments created | {parcels:.0} / {dead_parcels:.0} / {fulfilled:.0} |"
     );
-    println!(
+    out!(
         "| shipment webhook to Shopify fulfillment p50 / p99 | {} / {} |",
         ship_pct(0.5),
         ship_pct(0.99)
     );
-    println!(
-        "| odoo-cdc CPU per 1,000 row changes | {:.3} s ({cpu:.1} s in all) |",
+    out!(
+        "| odoo-cdc CPU per 1,000 row changes{procs} | {:.3} s ({cpu:.1} s in all) |",
         cpu * 1000.0 / changes.max(1) as f64
     );
-    println!("| odoo-cdc peak RSS | {:.1} MiB |", rss_kib as f64 / 1024.0);
-    println!(
+    out!(
+        "| odoo-cdc peak RSS{procs} | {:.1} MiB |",
+        rss_kib as f64 / 1024.0
+    );
+    out!(
         "| bootstrap (initial sync of {} SKUs) | {bootstrap_secs:.1} s |",
         info.products.len()
     );
-    println!("\nReproduce: `{cmd}`");
+    out!("\nReproduce: `{cmd}`");
     let latency: BTreeMap<String, serde_json::Value> = ["shopify", "wms", "accounting"]
         .iter()
         .map(|s| {
@@ -395,10 +478,10 @@ pub fn run(
         "peak_rss_kib": rss_kib,
         "command": cmd,
     });
-    write_results(
-        "peak",
-        &out,
-        &svg(
+    Ok(PeakRun {
+        markdown: md,
+        json: out,
+        svg: svg(
             "peak: transactions/s read and replication lag (s)",
             "s",
             &times,
@@ -407,5 +490,5 @@ pub fn run(
                 ("lag s", "crimson", lag_secs),
             ],
         ),
-    )
+    })
 }

@@ -210,8 +210,11 @@ pub struct Rig {
     config: PathBuf,
     /// odoo-cdc's log.
     pub log: PathBuf,
-    metrics_port: u16,
-    child: Option<Child>,
+    /// The `/metrics` port of each odoo-cdc process (the first one's is in `config`).
+    metrics_ports: Vec<u16>,
+    children: Vec<Child>,
+    /// The odoo-cdc binary (None: the default build).
+    pub bin: Option<PathBuf>,
     http: reqwest::Client,
     item_of: BTreeMap<String, u64>,
     safety_of: BTreeMap<String, i64>,
@@ -421,8 +424,9 @@ impl Rig {
             _odoo_rpc: odoo_rpc,
             env,
             config,
-            metrics_port,
-            child: None,
+            metrics_ports: vec![metrics_port],
+            children: Vec::new(),
+            bin: None,
             http: reqwest::Client::new(),
             item_of,
             safety_of,
@@ -431,52 +435,100 @@ impl Rig {
 
     /// Starts `odoo-cdc run`; its pid.
     pub fn start_cdc(&mut self) -> Result<u32> {
+        let config = self.config.clone();
+        self.spawn(&config, &[])
+    }
+
+    fn spawn(&mut self, config: &std::path::Path, args: &[&str]) -> Result<u32> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(odoo_cdc_bin()?)
-            .args(["run", "--config", self.config.to_str().context("path")?])
+        let bin = match &self.bin {
+            Some(b) => b.clone(),
+            None => odoo_cdc_bin(&[])?,
+        };
+        let child = Command::new(bin)
+            .args(["run", "--config", config.to_str().context("path")?])
+            .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
         let pid = child.id();
-        self.child = Some(child);
+        self.children.push(child);
         Ok(pid)
+    }
+
+    /// Starts the pipeline scaled out on the Fluvio cluster at `endpoint`: `odoo-cdc run
+    /// --role reader` (with the webhooks) and one `--role worker --sinks ...` per entry of
+    /// `workers`, each serving its own `/metrics` (summed by [`Rig::scrape`]); their pids.
+    pub fn start_scaled_out(&mut self, endpoint: &str, workers: &[&[&str]]) -> Result<Vec<u32>> {
+        let prefix = format!("bench-{}-{}", std::process::id(), self.metrics_ports[0]);
+        let base = std::fs::read_to_string(&self.config)?;
+        let fluvio = format!(
+            "\n[fluvio]\nendpoint = {endpoint:?}\ntopic_prefix = {prefix:?}\nconsumer_prefix = {prefix:?}\npartitions = 8\n"
+        );
+        std::fs::write(&self.config, format!("{base}{fluvio}"))?;
+        let config = self.config.clone();
+        let mut pids = vec![self.spawn(&config, &["--role", "reader"])?];
+        let main = format!("metrics_listen = \"127.0.0.1:{}\"", self.metrics_ports[0]);
+        for (i, sinks) in workers.iter().enumerate() {
+            let port = free_port()?;
+            let path = config.with_file_name(format!("worker-{i}.toml"));
+            std::fs::write(
+                &path,
+                format!("{base}{fluvio}")
+                    .replace(&main, &format!("metrics_listen = \"127.0.0.1:{port}\"")),
+            )?;
+            self.metrics_ports.push(port);
+            pids.push(self.spawn(&path, &["--role", "worker", "--sinks", &sinks.join(",")])?);
+        }
+        Ok(pids)
     }
 
     /// Stops odoo-cdc with SIGTERM (it confirms what it delivered and exits).
     pub fn stop_cdc(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for child in &self.children {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for mut child in std::mem::take(&mut self.children) {
+            loop {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 
-    /// odoo-cdc's metrics now (None while it is not answering).
+    /// odoo-cdc's metrics now, summed over its processes (None while one is not answering).
     pub async fn scrape(&self) -> Option<Metrics> {
-        let text = self
-            .http
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        Some(metrics(&text))
+        let mut all = Metrics::new();
+        for port in &self.metrics_ports {
+            let text = self
+                .http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            for (k, v) in metrics(&text) {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        Some(all)
     }
 
     /// Levels where Shopify's `available` differs from Odoo's sellable quantity (less the
@@ -582,7 +634,7 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in std::mem::take(&mut self.children) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -360,7 +360,7 @@ fn capacity(rt: &tokio::runtime::Runtime, backlog_secs: u64) -> Result<serde_jso
     let endpos = cdc::Lsn(end).to_string();
 
     eprintln!("decode-only: odoo-cdc tail over {rows} row changes");
-    let bin = odoo_cdc_bin()?;
+    let bin = odoo_cdc_bin(&[])?;
     let pw = rig.cluster.role_password().to_string();
     let argv = vec![
         bin.display().to_string(),

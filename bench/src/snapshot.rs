@@ -11,7 +11,7 @@ use crate::{measure, median, odoo_cdc_bin, psql};
 
 /// Runs the scenario.
 pub fn run(quants: u64, orders: u64, runs: usize) -> Result<()> {
-    let bin = odoo_cdc_bin()?;
+    let bin = odoo_cdc_bin(&[])?;
     let cluster = TempCluster::start()?;
     let pw = cluster.role_password().to_string();
     let env = [("PGPASSWORD", pw.as_str()), ("RUST_LOG", "warn")];

@@ -38,6 +38,81 @@ fn demo_runs_a_retail_day_and_everything_matches() {
     assert_eq!(nums[0], nums[1], "{line}");
 }
 
+/// `demo --scale-out` says what it needs before it starts anything: an odoo-cdc built with
+/// Fluvio, and a cluster that answers.
+#[test]
+fn demo_scale_out_says_what_it_needs_before_starting_anything() {
+    let out = odoo_cdc(&[
+        "demo",
+        "--duration",
+        "5s",
+        "--scale-out",
+        "--fluvio-endpoint",
+        "127.0.0.1:1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    if cfg!(feature = "fluvio") {
+        assert!(
+            stderr.contains("127.0.0.1:1") && stderr.contains("scale-out.md"),
+            "{stderr}"
+        );
+    } else {
+        assert!(
+            stderr.contains("built without Fluvio") && stderr.contains("--features fluvio"),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("throwaway PostgreSQL"), "{stderr}");
+}
+
+/// The same scripted day with one reader and two workers on a Fluvio cluster
+/// (`ODOO_CDC_FLUVIO_ENDPOINT`, the tests built with `--features fluvio`); skipped, and said,
+/// without one. Its topics are deleted afterwards.
+#[test]
+fn demo_scaled_out_on_fluvio_runs_the_same_day_and_everything_matches() {
+    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
+        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+        return;
+    };
+    if !cfg!(feature = "fluvio") {
+        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
+    }
+    let out = odoo_cdc(&[
+        "demo",
+        "--duration",
+        "20s",
+        "--scale-out",
+        "--fluvio-endpoint",
+        &endpoint,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    assert!(
+        stdout
+            .contains("result: Shopify matches Odoo, every posted move booked once, nothing lost"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("scaled out on Fluvio at")
+            && stderr.contains("shopify + shopify_fulfillment")
+            && stderr.contains("wms + accounting"),
+        "{stderr}"
+    );
+    // Every sink delivered in its worker, and the books' and the WMS's counts are there.
+    for sink in ["shopify", "wms", "accounting", "shopify_fulfillment"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {sink} |")))
+            .unwrap_or_else(|| panic!("no row for {sink}: {stdout}"));
+        let delivered: u64 = row.split('|').nth(2).unwrap().trim().parse().unwrap();
+        assert!(delivered > 0, "{row}");
+    }
+    assert!(!stderr.contains("could not delete topic"), "{stderr}");
+}
+
 /// A newcomer without npm or the registry: the schema cannot be fetched, the emulator says so in
 /// one line and validates against its embedded subset, and the day runs and matches.
 #[test]

@@ -44,7 +44,7 @@ const SCALED_OUT: &[&[&str]] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_sigterm_leaves_every_system_matching_odoo() {
-    crash_and_check(SINGLE, None).await;
+    crash_and_check(SINGLE, None, &[0]).await;
 }
 
 /// The same with one reader and two workers on a Fluvio cluster (`ODOO_CDC_FLUVIO_ENDPOINT`,
@@ -58,10 +58,28 @@ async fn scaled_out_on_fluvio_sigkill_under_load_then_sigterm_leaves_every_syste
     if !cfg!(feature = "fluvio") {
         panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
     }
-    crash_and_check(SCALED_OUT, Some(&endpoint)).await;
+    crash_and_check(SCALED_OUT, Some(&endpoint), &[0, 1, 2]).await;
 }
 
-async fn crash_and_check(processes: &[&[&str]], fluvio: Option<&str>) {
+/// Scaled out, one worker is killed with SIGKILL mid-stream, three times, while the reader and
+/// the other worker go on; each time it starts again from its consumer's committed offsets:
+/// nothing is lost, no effect happens twice (gated on `ODOO_CDC_FLUVIO_ENDPOINT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_on_fluvio_a_worker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
+) {
+    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
+        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+        return;
+    };
+    if !cfg!(feature = "fluvio") {
+        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
+    }
+    crash_and_check(SCALED_OUT, Some(&endpoint), &[1]).await;
+}
+
+/// Runs a day under `processes`, killing those numbered in `victims` three times while it
+/// runs (and starting them again), then checks every system against Odoo.
+async fn crash_and_check(processes: &[&[&str]], fluvio: Option<&str>, victims: &[usize]) {
     let db = Db::start();
     let admin = db.cluster.superuser_client("odoo").await.unwrap();
     let info = odoo::create(
@@ -135,8 +153,9 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
             client = acct_cfg.client_id,
             refresh = acct_cfg.refresh_token,
             fluvio = fluvio.map_or_else(String::new, |e| format!(
-                "\n[fluvio]\nendpoint = \"{e}\"\ntopic_prefix = \"crash-{}\"\npartitions = 8\n",
-                std::process::id()
+                "\n[fluvio]\nendpoint = \"{e}\"\ntopic_prefix = \"crash-{}-{}\"\npartitions = 8\n",
+                std::process::id(),
+                victims.iter().map(usize::to_string).collect::<String>()
             )),
         ),
     )
@@ -153,13 +172,10 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         hot_skus: 3,
     };
     // The first run creates the slot (and synchronises the snapshot); the day starts then.
-    let spawn_all = || -> Vec<Child> {
-        processes
-            .iter()
-            .map(|role| spawn_run(&config, &log, role))
-            .collect()
-    };
-    let mut first = Some(spawn_all());
+    let mut children: Vec<Child> = processes
+        .iter()
+        .map(|role| spawn_run(&config, &log, role))
+        .collect();
     for _ in 0..200 {
         if db
             .sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'odoo_cdc'")
@@ -176,15 +192,20 @@ account_map = {{ "121000" = "84", "400000" = "79", "251000" = "89", "101401" = "
         tokio::spawn(async move { workload::run(&url, &info, &day).await })
     };
     for (i, secs) in [2.0, 1.3, 2.7].iter().enumerate() {
-        let mut children = first.take().unwrap_or_else(spawn_all);
         tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
-        for child in &mut children {
-            child.kill().unwrap();
-            let _ = child.wait();
+        for &v in victims {
+            children[v].kill().unwrap();
+            let _ = children[v].wait();
         }
-        eprintln!("killed run #{i} ({} processes)", children.len());
+        eprintln!(
+            "killed run #{i} ({} of {} processes)",
+            victims.len(),
+            children.len()
+        );
+        for &v in victims {
+            children[v] = spawn_run(&config, &log, processes[v]);
+        }
     }
-    let mut children = spawn_all();
     let report = work.await.unwrap().unwrap();
     assert!(report.actions["create_quotation"] > 10);
 

@@ -44,10 +44,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs the demo; returns whether every invariant held. SIGTERM or Ctrl-C at any point stops it,
 /// and its PostgreSQL is stopped and removed on every way out (dropping the demo drops the
 /// cluster).
-pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
+///
+/// With `scale_out` (a Fluvio cluster's endpoint) the same day runs scaled out: a reader writes
+/// the slot's events to topics of their own on the cluster, one worker delivers Shopify's
+/// (inventory and fulfillments) and another the WMS's and the books'; the topics are deleted
+/// afterwards.
+pub async fn run(
+    duration: Duration,
+    keep_running: bool,
+    scale_out: Option<String>,
+) -> Result<bool> {
     let summary = std::sync::Arc::new(std::sync::Mutex::new(None));
     tokio::select! {
-        r = run_inner(duration, keep_running, summary.clone()) => r,
+        r = run_inner(duration, keep_running, scale_out, summary.clone()) => r,
         () = crate::cli::run::stop_signal() => {
             eprintln!("demo: stopped; removing its PostgreSQL and emulators");
             Ok(summary.lock().ok().and_then(|g| *g).unwrap_or(false))
@@ -58,9 +67,15 @@ pub async fn run(duration: Duration, keep_running: bool) -> Result<bool> {
 async fn run_inner(
     duration: Duration,
     keep_running: bool,
+    scale_out: Option<String>,
     summary: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
 ) -> Result<bool> {
     let say = |m: &str| eprintln!("demo: {m}");
+    // Scaled out, the cluster must answer before anything starts.
+    let cluster_log = match &scale_out {
+        Some(endpoint) => Some(ScaleOut::connect(endpoint).await?),
+        None => None,
+    };
     say("starting a throwaway PostgreSQL (initdb, wal_level=logical)");
     let cluster = tokio::task::spawn_blocking(TempCluster::start).await??;
     let admin = cluster.superuser_client("odoo").await?;
@@ -185,7 +200,7 @@ async fn run_inner(
     // it as `run` builds them (the books' rolling refresh token kept in odoo-cdc's state), and
     // the workbench acts with it.
     let ui_token = crate::ui::auth::random_token();
-    let demo_cfg = demo_config(
+    let mut demo_cfg = demo_config(
         &cluster.url(),
         &shopify.graphql_url(),
         &location_map,
@@ -194,6 +209,9 @@ async fn run_inner(
         &acct_cfg,
         &ui_token,
     )?;
+    if let Some(s) = &cluster_log {
+        demo_cfg.fluvio = Some(s.section.clone());
+    }
 
     say("creating the slot with an exported snapshot and reading the published tables");
     let snapshot = crate::runtime::capture::snapshot(
@@ -209,7 +227,7 @@ async fn run_inner(
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {
-        source,
+        source: source.clone(),
         slot: "odoo_cdc".into(),
         publication: "odoo_cdc".into(),
         snapshot: Some(snapshot),
@@ -222,17 +240,46 @@ async fn run_inner(
         odoo_version: transforms::OdooVersion::V18,
         resync_since: None,
     };
-    let sinks = crate::cli::run::build_sinks(&demo_cfg, &state_db)
-        .await?
-        .into_runtime(&shared);
-    let runner = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            runtime::run(opts, sinks, shared, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+    let sinks = crate::cli::run::build_sinks(&demo_cfg, &state_db).await?;
+    let (runner, deployment) = match &cluster_log {
+        None => {
+            let sinks = sinks.into_runtime(&shared);
+            let runner = {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    runtime::run(opts, sinks, shared, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            };
+            (runner, Deployment::single(shared.clone()))
+        }
+        Some(s) => {
+            let routes = sinks.into_routes(&shared);
+            let publisher =
+                crate::cli::scale::publisher(&demo_cfg, s.log.clone(), routes, shared.clone())
+                    .await?;
+            let runner = {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    runtime::run_on(opts, Box::new(publisher), shared, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            };
+            let deployment =
+                Deployment::scaled_out(shared.clone(), &demo_cfg, &source, s, &state_db);
+            say(&format!(
+                "scaled out on Fluvio at {}: a reader into topics {}-*, a worker for {} and one for {}",
+                s.section.endpoint,
+                s.section.topic_prefix,
+                WORKERS[0].join(" + "),
+                WORKERS[1].join(" + ")
+            ));
+            (runner, deployment)
+        }
     };
     let health = crate::ops::health::serve(shared.clone(), 0).await?;
     // The workbench over the demo's own systems, for an operator with a token made for this run.
@@ -364,10 +411,10 @@ async fn run_inner(
             .await?
             .get::<_, String>(0)
             .parse()?;
-        let passed =
-            wms_quiet_at.is_some_and(|l: cdc::Lsn| shared.confirmed.load(Ordering::SeqCst) >= l.0);
-        if shared.confirmed.load(Ordering::SeqCst) >= end_lsn.0
-            && shared.settled()
+        let through = deployment.delivered_through();
+        let passed = wms_quiet_at.is_some_and(|l: cdc::Lsn| through >= l.0);
+        if through >= end_lsn.0
+            && deployment.settled()
             && inbox_open == 0
             && arrived >= i64::from(storefront_sales)
             && wms_quiet
@@ -382,7 +429,7 @@ async fn run_inner(
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let caught_up = shared.settled();
+    let caught_up = deployment.settled();
     let mut ok = caught_up;
 
     // Summary.
@@ -454,7 +501,7 @@ async fn run_inner(
         shared.transactions.load(Ordering::Relaxed)
     )?;
     writeln!(out, "\n| sink | delivered | retries | dead-lettered | latency p50 ≤ ms | p99 ≤ ms |\n|---|---:|---:|---:|---:|---:|")?;
-    let stats = shared.stats.lock().map(|v| v.clone()).unwrap_or_default();
+    let stats = deployment.stats();
     for (name, s) in &stats {
         writeln!(
             out,
@@ -591,11 +638,8 @@ async fn run_inner(
         .filter(|f| f.status == "SUCCESS")
         .flat_map(|f| f.lines.iter().map(|l| l.3))
         .sum();
-    let latency = shared
-        .fulfillments
-        .lock()
-        .ok()
-        .and_then(|g| g.clone())
+    let latency = deployment
+        .fulfillments()
         .map(|f| (f.latency.quantile(0.5), f.latency.quantile(0.99)))
         .unwrap_or_default();
     writeln!(
@@ -615,11 +659,7 @@ async fn run_inner(
         "accounting: {} journal entries for {posted} posted Odoo moves",
         accounting.entries().len()
     )?;
-    let dead = shared
-        .dead_letters
-        .lock()
-        .map(|d| d.clone())
-        .unwrap_or_default();
+    let dead = deployment.dead_letters();
     writeln!(out, "dead-letter list: {} entries", dead.len())?;
     for d in dead.iter().take(5) {
         writeln!(
@@ -667,7 +707,199 @@ async fn run_inner(
     inbox_stop.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());
     let _ = runner.await;
+    deployment.stop().await;
+    if let Some(s) = &cluster_log {
+        s.remove_topics().await;
+    }
     Ok(ok)
+}
+
+/// The two workers of the scaled-out demo: Shopify's sinks in one, the WMS and the books in
+/// the other.
+const WORKERS: [&[&str]; 2] = [&["shopify", "shopify_fulfillment"], &["wms", "accounting"]];
+
+/// The demo's Fluvio cluster: its log and the `[fluvio]` section of this run (topics and
+/// consumers named for it, so that nothing of an earlier run is read).
+struct ScaleOut {
+    log: Arc<dyn crate::runtime::log::Log>,
+    #[cfg(feature = "fluvio")]
+    fluvio: Arc<crate::runtime::fluvio_log::FluvioLog>,
+    section: crate::config::FluvioCfg,
+}
+
+impl ScaleOut {
+    #[cfg(feature = "fluvio")]
+    async fn connect(endpoint: &str) -> Result<Self> {
+        let fluvio = crate::runtime::fluvio_log::FluvioLog::connect(endpoint)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "demo --scale-out: {e} (start a Fluvio cluster there, see pipeline/docs/scale-out.md, or pass --fluvio-endpoint)"
+                )
+            })?;
+        let fluvio = Arc::new(fluvio);
+        let run = format!(
+            "odoo-cdc-demo-{}-{}",
+            std::process::id(),
+            &crate::ui::auth::random_token()[..6]
+        )
+        .to_lowercase();
+        Ok(Self {
+            log: fluvio.clone(),
+            fluvio,
+            section: crate::config::FluvioCfg {
+                endpoint: endpoint.to_string(),
+                topic_prefix: run.clone(),
+                partitions: 4,
+                consumer_prefix: run,
+            },
+        })
+    }
+
+    #[cfg(not(feature = "fluvio"))]
+    async fn connect(endpoint: &str) -> Result<Self> {
+        anyhow::bail!(
+            "demo --scale-out ({endpoint}): this odoo-cdc was built without Fluvio; build it with `cargo build --release -p pipeline --features fluvio`"
+        )
+    }
+
+    /// Deletes this run's topics.
+    async fn remove_topics(&self) {
+        #[cfg(feature = "fluvio")]
+        for name in WORKERS.iter().flat_map(|w| w.iter()) {
+            let topic = crate::runtime::log::topic_of(&self.section.topic_prefix, name);
+            if let Err(e) = self.fluvio.delete_topic(&topic).await {
+                eprintln!("demo: could not delete topic {topic}: {e}");
+            }
+        }
+    }
+}
+
+/// The demo's pipeline: one process's runtime, or a reader and its workers (each with its own
+/// counters, as separate processes would have).
+struct Deployment {
+    reader: Arc<Shared>,
+    workers: Vec<Worker>,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Deployment {
+    fn single(shared: Arc<Shared>) -> Self {
+        Self {
+            reader: shared,
+            workers: Vec::new(),
+        }
+    }
+
+    fn scaled_out(
+        reader: Arc<Shared>,
+        cfg: &crate::config::Config,
+        source: &cdc::SourceConfig,
+        scale: &ScaleOut,
+        state: &Arc<crate::state::StateDb>,
+    ) -> Self {
+        let workers = WORKERS
+            .iter()
+            .map(|sinks| {
+                let shared = Arc::new(Shared {
+                    state: Some(state.clone()),
+                    ..Shared::default()
+                });
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let assignment = crate::cli::scale::Assignment {
+                    sinks: sinks.iter().map(|s| s.to_string()).collect(),
+                    partitions: None,
+                };
+                let (cfg, source, log, s) = (
+                    cfg.clone(),
+                    source.clone(),
+                    scale.log.clone(),
+                    shared.clone(),
+                );
+                let task = tokio::spawn(async move {
+                    let r = crate::cli::scale::deliver(&cfg, &source, s, log, assignment, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                    if let Err(e) = &r {
+                        eprintln!("demo: a worker stopped: {e:#}");
+                    }
+                    r
+                });
+                Worker {
+                    shared,
+                    stop: Some(stop),
+                    task,
+                }
+            })
+            .collect();
+        Self { reader, workers }
+    }
+
+    /// The source position through which every sink has delivered everything.
+    fn delivered_through(&self) -> u64 {
+        let confirmed = self.reader.confirmed.load(Ordering::SeqCst);
+        if self.workers.is_empty() {
+            return confirmed;
+        }
+        // A worker that stopped delivers nothing more.
+        if self.workers.iter().any(|w| w.task.is_finished()) {
+            return 0;
+        }
+        let delivered = self
+            .workers
+            .iter()
+            .flat_map(|w| w.shared.stats.lock().map(|v| v.clone()).unwrap_or_default())
+            .map(|(_, s)| s.delivered_marker.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(0);
+        confirmed.min(delivered)
+    }
+
+    fn settled(&self) -> bool {
+        if self.workers.is_empty() {
+            return self.reader.settled();
+        }
+        self.reader.quiet() && self.workers.iter().all(|w| w.shared.settled())
+    }
+
+    fn stats(&self) -> Vec<(&'static str, Arc<crate::runtime::SinkStats>)> {
+        let all = |s: &Shared| s.stats.lock().map(|v| v.clone()).unwrap_or_default();
+        if self.workers.is_empty() {
+            return all(&self.reader);
+        }
+        self.workers.iter().flat_map(|w| all(&w.shared)).collect()
+    }
+
+    fn fulfillments(&self) -> Option<Arc<crate::runtime::stats::FulfillmentStats>> {
+        std::iter::once(&self.reader)
+            .chain(self.workers.iter().map(|w| &w.shared))
+            .find_map(|s| s.fulfillments.lock().ok().and_then(|g| g.clone()))
+    }
+
+    fn dead_letters(&self) -> Vec<crate::state::DeadLetter> {
+        std::iter::once(&self.reader)
+            .chain(self.workers.iter().map(|w| &w.shared))
+            .flat_map(|s| s.dead_letters.lock().map(|d| d.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Stops the workers (each delivers what it took first).
+    async fn stop(mut self) {
+        for w in &mut self.workers {
+            if let Some(stop) = w.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for w in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(40), w.task).await;
+        }
+    }
 }
 
 /// The configuration `odoo-cdc run` would have for the demo's systems: what its sinks and the

@@ -87,6 +87,17 @@ enum Command {
         /// Leave everything up afterwards and print one `service <name> <url>` line each.
         #[arg(long)]
         keep_running: bool,
+        /// Run the day scaled out on a Fluvio cluster: one reader and two sink workers (an
+        /// odoo-cdc built with `--features fluvio`).
+        #[arg(long)]
+        scale_out: bool,
+        /// The Fluvio cluster's public endpoint for --scale-out.
+        #[arg(
+            long,
+            env = "ODOO_CDC_FLUVIO_ENDPOINT",
+            default_value = "127.0.0.1:9003"
+        )]
+        fluvio_endpoint: String,
     },
     /// Run the pipeline next to Odoo (SIGTERM stops it cleanly).
     Run {
@@ -389,9 +400,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo {
             duration,
             keep_running,
+            scale_out,
+            fluvio_endpoint,
         } => {
             drop(stdout);
-            let ok = pipeline::cli::demo::run(duration, keep_running).await?;
+            let ok = pipeline::cli::demo::run(
+                duration,
+                keep_running,
+                scale_out.then_some(fluvio_endpoint),
+            )
+            .await?;
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {

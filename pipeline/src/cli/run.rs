@@ -388,15 +388,11 @@ pub async fn run_as(
         _ => Some(super::scale::connect(&cfg).await?),
     };
     if let (super::scale::Role::Worker { sinks, partitions }, Some(log)) = (&role, &log) {
-        return super::scale::run_worker(
-            cfg,
-            source,
-            log.clone(),
-            sinks.clone(),
-            partitions.clone(),
-            stop,
-        )
-        .await;
+        let assignment = super::scale::Assignment {
+            sinks: sinks.clone(),
+            partitions: partitions.clone(),
+        };
+        return super::scale::run_worker(cfg, source, log.clone(), assignment, stop).await;
     }
     let version = match cfg.source.odoo_version {
         17 => OdooVersion::V17,

@@ -134,18 +134,24 @@ impl Ownership {
     }
 }
 
+/// What one worker delivers: some of the configured sinks (all when empty), some partitions
+/// of their topics (all when None).
+#[derive(Debug, Clone, Default)]
+pub struct Assignment {
+    /// The sinks, by name.
+    pub sinks: Vec<String>,
+    /// The partitions.
+    pub partitions: Option<Vec<u32>>,
+}
+
 /// `odoo-cdc run --role worker`: delivers the topics' events to the chosen sinks until `stop`.
 pub async fn run_worker(
     cfg: Config,
     source: cdc::SourceConfig,
     log: Arc<dyn Log>,
-    only: Vec<String>,
-    partitions: Option<Vec<u32>>,
+    assignment: Assignment,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let Some(f) = cfg.fluvio.clone() else {
-        bail!("--role worker needs a [fluvio] section with the cluster's endpoint");
-    };
     let state = crate::state::StateDb::connect(&source)
         .await
         .context("connecting for odoo-cdc's state")?;
@@ -155,7 +161,31 @@ pub async fn run_worker(
         unready_after_secs: cfg.runtime.unready_after_secs.into(),
         ..Shared::default()
     });
-    let mut sinks = super::run::build_sinks(&cfg, &state)
+    let _health = super::run::serve_health(&cfg, &shared).await?;
+    deliver(&cfg, &source, shared, log, assignment, stop).await
+}
+
+/// A worker on `shared` (whose state database it uses): takes its partitions, delivers them
+/// until `stop`, then what it took, and returns.
+pub async fn deliver(
+    cfg: &Config,
+    source: &cdc::SourceConfig,
+    shared: Arc<Shared>,
+    log: Arc<dyn Log>,
+    assignment: Assignment,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let Some(f) = cfg.fluvio.clone() else {
+        bail!("--role worker needs a [fluvio] section with the cluster's endpoint");
+    };
+    let Some(state) = shared.state.clone() else {
+        bail!("a worker needs odoo-cdc's state database");
+    };
+    let Assignment {
+        sinks: only,
+        partitions,
+    } = assignment;
+    let mut sinks = super::run::build_sinks(cfg, &state)
         .await?
         .into_runtime(&shared);
     let known: Vec<&'static str> = sinks.iter().map(|s| s.name()).collect();
@@ -199,8 +229,7 @@ pub async fn run_worker(
         };
         owned.push((topic, mine));
     }
-    let ownership = Ownership::take(&source, &owned).await?;
-    let _health = super::run::serve_health(&cfg, &shared).await?;
+    let ownership = Ownership::take(source, &owned).await?;
     let mut tasks = Vec::new();
     if sinks.iter().any(|s| s.name() == "shopify") {
         // The inbox runs with the reader: its orders reach this guard through the state

@@ -98,6 +98,18 @@ impl FluvioLog {
             .collect())
     }
 
+    /// Deletes `topic` with its records and offsets (`odoo-cdc demo --scale-out` removes the
+    /// topics it made).
+    pub async fn delete_topic(&self, topic: &str) -> LogResult<()> {
+        self.producers.lock().await.remove(topic);
+        self.fluvio
+            .admin()
+            .await
+            .delete::<TopicSpec>(topic.to_string())
+            .await
+            .map_err(|e| err(&format!("deleting {topic}"), e))
+    }
+
     /// Every consumer's committed offsets: (consumer, topic, partition, offset).
     pub async fn consumer_offsets(&self) -> LogResult<Vec<(String, String, u32, i64)>> {
         let offsets = self
