@@ -54,7 +54,7 @@ pub fn run(p: &Params, endpoint: &str) -> Result<()> {
     for sink in ["shopify", "wms", "accounting"] {
         for q in ["p50", "p99"] {
             row(
-                &format!("{sink} delivery latency {q} ≤ ms (from the read of its transaction)"),
+                &format!("{sink} delivery latency {q} ≤ ms (from Odoo's commit)"),
                 num(&a["latency_ms"][sink][q]),
                 num(&b["latency_ms"][sink][q]),
                 "",
@@ -158,12 +158,17 @@ fn secs(v: &Value) -> Option<f64> {
         .and_then(|s| s.trim_end_matches(" s").parse().ok())
 }
 
-/// A report without its `## ` heading (the comparison has its own).
+/// A report without its `## ` heading and its command line (the comparison has its own).
 fn strip_heading(md: &str) -> String {
-    md.lines()
+    let mut out = md
+        .lines()
         .skip_while(|l| l.starts_with("## ") || l.is_empty())
+        .filter(|l| !l.starts_with("Reproduce: "))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]
@@ -178,8 +183,8 @@ mod tests {
         assert_eq!(secs(&json!("0.42 s")), Some(0.42));
         assert_eq!(secs(&json!("-")), None);
         assert_eq!(
-            strip_heading("## peak: x\n\nSource: y\n| a |"),
-            "Source: y\n| a |"
+            strip_heading("## peak: x\n\nSource: y\n| a |\n\nReproduce: `z`\n"),
+            "Source: y\n| a |\n"
         );
     }
 }

@@ -43,7 +43,6 @@ mod on_fluvio {
                 seq: 0,
                 key: pad.clone(),
                 last: true,
-                read_us: None,
                 event: Box::new(Sourced {
                     event: RetailEvent::SellableChanged {
                         sku: format!("SKU-{n}"),

@@ -112,10 +112,6 @@ pub enum LogRecord {
         key: String,
         /// Whether this is the transaction's last record in this partition.
         last: bool,
-        /// When the reader published it (Unix microseconds by its clock): a worker's delivery
-        /// latency counts from here, so it holds the time in the log too.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        read_us: Option<i64>,
         /// The event.
         event: Box<Sourced>,
     },
@@ -289,7 +285,6 @@ impl LogPublisher {
 
     async fn write(&mut self, events: Vec<Sourced>, end: Lsn) {
         let marks_due = self.last_marks.elapsed() >= MARK_EVERY;
-        let read_us = Some(super::stats::unix_us());
         for route in &mut self.routes {
             let wants = route.sink.wants();
             let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
@@ -304,7 +299,6 @@ impl LogPublisher {
                     seq: u32::try_from(seq).unwrap_or(u32::MAX),
                     key,
                     last: false,
-                    read_us,
                     event: Box::new(s.clone()),
                 });
             }
@@ -463,11 +457,7 @@ impl LogSubscription {
         o.uncommitted.push_back((t.offset, 0));
         match t.record {
             LogRecord::Event {
-                lsn,
-                last,
-                event,
-                read_us,
-                ..
+                lsn, last, event, ..
             } => {
                 if let Some(u) = o.uncommitted.back_mut() {
                     u.1 = lsn;
@@ -483,14 +473,7 @@ impl LogSubscription {
                 // Taken: owed by the sink until delivered (what `quiet` and the graceful stop
                 // wait for).
                 self.stats.enqueued_marker.fetch_max(lsn, Ordering::SeqCst);
-                // Latency counts from the reader's publish (clocks of one deployment agree
-                // closely enough; a reader's clock ahead of this one counts from now).
-                let now = Instant::now();
-                let read = read_us
-                    .and_then(|us| u64::try_from(super::stats::unix_us() - us).ok())
-                    .and_then(|ago| now.checked_sub(Duration::from_micros(ago)))
-                    .unwrap_or(now);
-                self.ready.push_back(Item::Event(event, read));
+                self.ready.push_back(Item::Event(event, Instant::now()));
             }
             LogRecord::Mark { lsn } => {
                 if let Some(u) = o.uncommitted.back_mut() {
@@ -757,7 +740,6 @@ mod tests {
             seq: 3,
             key: "SKU@WH".into(),
             last: true,
-            read_us: Some(1_764_547_200_000_000),
             event: Box::new(level("SKU", 5, 42)),
         };
         assert_eq!(LogRecord::decode(&r.encode()).unwrap(), r);
@@ -830,62 +812,6 @@ mod tests {
         assert_eq!(written, 2);
     }
 
-    /// A worker's delivery latency counts from the reader's publish: an event that waited two
-    /// seconds in the log arrives two seconds old (one without the time, from when it was taken).
-    #[tokio::test]
-    async fn an_event_arrives_as_old_as_its_time_in_the_log() {
-        let log = MemoryLog::new();
-        log.create_topic("t", 1);
-        let written = |lsn: u64, read_us: Option<i64>| {
-            LogRecord::Event {
-                lsn,
-                seq: 0,
-                key: "SKU@WH".into(),
-                last: true,
-                read_us,
-                event: Box::new(level("SKU", 1, lsn)),
-            }
-            .encode()
-        };
-        let two_secs_ago = super::super::stats::unix_us() - 2_000_000;
-        log.append("t", vec![(0, written(1, Some(two_secs_ago)))])
-            .await
-            .unwrap();
-        log.append("t", vec![(0, written(2, None))]).await.unwrap();
-        let stats = Arc::new(SinkStats::new(
-            &super::super::stats::Metrics::default(),
-            "t",
-        ));
-        let mut sub = LogSubscription::start(
-            Arc::new(log.clone()),
-            Subscribe {
-                topic: "t".into(),
-                consumer: "c".into(),
-                partitions: vec![0],
-                read_ahead: 8,
-            },
-            stats,
-            Arc::new(tokio::sync::Notify::new()),
-        )
-        .await;
-        let mut ages = Vec::new();
-        while ages.len() < 2 {
-            match tokio::time::timeout(Duration::from_secs(10), sub.next())
-                .await
-                .expect("the records come")
-                .expect("the subscription lives")
-            {
-                Item::Event(_, read) => ages.push(read.elapsed()),
-                Item::Commit(lsn) => sub.delivered(lsn),
-            }
-        }
-        assert!(
-            ages[0] >= Duration::from_millis(1900) && ages[0] < Duration::from_secs(10),
-            "{ages:?}"
-        );
-        assert!(ages[1] < Duration::from_secs(1), "{ages:?}");
-    }
-
     /// A backlog of more than 10 MB in one partition, read by a client that loses a record
     /// every time a 1 MiB fetch fills (fluvio 0.50.1): every event arrives, in order, once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -902,7 +828,6 @@ mod tests {
                 seq: 0,
                 key: pad.clone(),
                 last: true,
-                read_us: None,
                 event: Box::new(level("SKU", n as i64, n)),
             }
             .encode();
