@@ -24,7 +24,9 @@ pub fn odoo_cdc_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-p", "pipeline", "--bin", "odoo-cdc"]);
-        if cfg!(feature = "fluvio") {
+        if cfg!(feature = "fluvio-tls") {
+            cmd.args(["--features", "fluvio-tls"]);
+        } else if cfg!(feature = "fluvio") {
             cmd.args(["--features", "fluvio"]);
         }
         if profile_dir.file_name().is_some_and(|n| n == "release") {

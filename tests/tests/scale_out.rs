@@ -393,6 +393,47 @@ fn the_roles_refuse_clearly_what_they_cannot_run() {
             "{err}"
         );
     }
+    // TLS to the cluster needs its own feature, and says so.
+    for f in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::write(dir.join(f), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    }
+    let with_tls = dir.join("with-tls.toml");
+    std::fs::write(
+        &with_tls,
+        format!(
+            "[source]\nurl = \"postgres://odoo_cdc@127.0.0.1:1/odoo\"\n\n[fluvio]\nendpoint = \"127.0.0.1:1\"\n\n\
+             [fluvio.tls]\ndomain = \"fluvio.internal\"\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+            dir.join("ca.pem"),
+            dir.join("client.pem"),
+            dir.join("client.key")
+        ),
+    )
+    .unwrap();
+    let (code, err) = run(&[
+        "run",
+        "--role",
+        "reader",
+        "--config",
+        with_tls.to_str().unwrap(),
+    ]);
+    assert_ne!(code, Some(0));
+    if cfg!(feature = "fluvio-tls") {
+        assert!(err.contains("127.0.0.1:1"), "{err}");
+    } else if cfg!(feature = "fluvio") {
+        assert!(
+            err.contains("built without TLS") && err.contains("--features fluvio-tls"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("built without Fluvio"), "{err}");
+    }
+    let out = odoo_cdc_tests::odoo_cdc(&["check-config", "--config", with_tls.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("scales out on Fluvio at 127.0.0.1:1 (topics odoo-cdc-<sink>, 8 partitions, TLS for fluvio.internal)"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, err) = run(&["run", "--sinks", "wms", "--config", with.to_str().unwrap()]);
     assert_ne!(code, Some(0));
     assert!(err.contains("--role worker"), "{err}");

@@ -752,6 +752,7 @@ impl ScaleOut {
                 topic_prefix: run.clone(),
                 partitions: 4,
                 consumer_prefix: run,
+                tls: None,
             },
         })
     }

@@ -591,9 +591,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 format!(", workbench on {} ({})", u.listen, who.join(", "))
             });
+            let scale_out = cfg.fluvio.as_ref().map_or_else(String::new, |f| {
+                format!(
+                    ", scales out on Fluvio at {} (topics {}-<sink>, {} partitions, {})",
+                    f.endpoint,
+                    f.topic_prefix,
+                    f.partitions,
+                    f.tls.as_ref().map_or_else(
+                        || "plaintext".to_string(),
+                        |t| format!("TLS for {}", t.domain)
+                    )
+                )
+            });
             writeln!(
                 stdout,
-                "{}: ok (slot {}, publication {}, sinks: {}{writeback}{workbench})",
+                "{}: ok (slot {}, publication {}, sinks: {}{writeback}{workbench}{scale_out})",
                 config.display(),
                 cfg.source.slot,
                 cfg.source.publication,

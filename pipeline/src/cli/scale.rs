@@ -61,7 +61,7 @@ pub async fn connect(cfg: &Config) -> Result<Arc<dyn Log>> {
     };
     #[cfg(feature = "fluvio")]
     {
-        let log = crate::runtime::fluvio_log::FluvioLog::connect(&f.endpoint)
+        let log = crate::runtime::fluvio_log::FluvioLog::connect_to(f)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Arc::new(log))
@@ -302,7 +302,7 @@ pub async fn status(cfg: &Config, out: &mut impl std::io::Write) -> Result<()> {
     };
     #[cfg(feature = "fluvio")]
     {
-        let log = crate::runtime::fluvio_log::FluvioLog::connect(&f.endpoint)
+        let log = crate::runtime::fluvio_log::FluvioLog::connect_to(f)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let topics = log.topics().await.map_err(|e| anyhow::anyhow!("{e}"))?;

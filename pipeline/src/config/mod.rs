@@ -116,6 +116,25 @@ pub struct FluvioCfg {
     /// Prefix of the consumers' names (their committed offsets are kept under it).
     #[serde(default = "default_fluvio_prefix")]
     pub consumer_prefix: String,
+    /// `[fluvio.tls]`: mutual TLS to the cluster (an odoo-cdc built with `--features
+    /// fluvio-tls`); plaintext without it.
+    #[serde(default)]
+    pub tls: Option<FluvioTls>,
+}
+
+/// `[fluvio.tls]`: the cluster's TLS, verified both ways (Fluvio's `verified` policy): the
+/// cluster's certificate must be signed by `ca_cert` for `domain`, and odoo-cdc shows `cert`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluvioTls {
+    /// The name the cluster's certificate is for.
+    pub domain: String,
+    /// The CA certificate (PEM) the cluster's certificate is checked against.
+    pub ca_cert: std::path::PathBuf,
+    /// odoo-cdc's client certificate (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
 }
 
 fn default_fluvio_prefix() -> String {
@@ -739,6 +758,22 @@ impl Config {
                         f.topic_prefix
                     ),
                 ));
+            }
+            if let Some(t) = &f.tls {
+                if t.domain.trim().is_empty() {
+                    return Err(err(
+                        "fluvio.tls.domain",
+                        "the name on the cluster's certificate".to_string(),
+                    ));
+                }
+                for (field, path) in [("ca_cert", &t.ca_cert), ("cert", &t.cert), ("key", &t.key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        return Err(err(
+                            &format!("fluvio.tls.{field}"),
+                            format!("{}: {e}", path.display()),
+                        ));
+                    }
+                }
             }
         }
         if let Some(u) = &self.ui {

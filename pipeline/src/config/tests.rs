@@ -138,3 +138,52 @@ fn the_workbench_needs_somebody_who_can_log_in_with_a_real_hash() {
         .parse::<Config>()
         .is_err());
 }
+
+#[test]
+fn fluvio_tls_names_what_is_missing_and_takes_files_that_exist() {
+    let dir = std::env::temp_dir().join(format!("odoo-cdc-fluvio-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::write(dir.join(f), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    }
+    let with = |tls: &str| {
+        let mut c: Config =
+            format!("{GOOD}\n[fluvio]\nendpoint = \"fluvio-sc:9003\"\n\n[fluvio.tls]\n{tls}")
+                .parse()
+                .unwrap();
+        c.apply_env(&env);
+        c
+    };
+    let files = |ca: &str| {
+        format!(
+            "domain = \"fluvio.internal\"\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+            dir.join(ca),
+            dir.join("client.pem"),
+            dir.join("client.key")
+        )
+    };
+    let c = with(&files("ca.pem"));
+    c.validate().unwrap();
+    let tls = c.fluvio.as_ref().and_then(|f| f.tls.as_ref()).unwrap();
+    assert_eq!(tls.domain, "fluvio.internal");
+    let e = with(&files("missing.pem")).validate().unwrap_err();
+    assert_eq!(e.field, "fluvio.tls.ca_cert");
+    assert!(e.message.contains("missing.pem"), "{e}");
+    let e = with(&files("ca.pem").replace("fluvio.internal", " "))
+        .validate()
+        .unwrap_err();
+    assert_eq!(e.field, "fluvio.tls.domain");
+    let e = format!(
+        "{GOOD}\n[fluvio]\nendpoint = \"fluvio-sc:9003\"\n\n[fluvio.tls]\n{}policy = \"anonymous\"\n",
+        files("ca.pem")
+    )
+    .parse::<Config>()
+    .unwrap_err();
+    assert!(e.to_string().contains("policy"), "{e}");
+    // Without the section, plaintext.
+    let c: Config = format!("{GOOD}\n[fluvio]\nendpoint = \"fluvio-sc:9003\"\n")
+        .parse()
+        .unwrap();
+    assert!(c.fluvio.unwrap().tls.is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,7 +47,37 @@ pub struct FluvioLog {
 impl FluvioLog {
     /// Connects to the cluster's public endpoint (`host:port`).
     pub async fn connect(endpoint: &str) -> LogResult<Self> {
-        let config = FluvioClusterConfig::new(endpoint);
+        Self::connect_with(FluvioClusterConfig::new(endpoint)).await
+    }
+
+    /// Connects as `[fluvio]` says: its endpoint, over TLS when `[fluvio.tls]` is set.
+    pub async fn connect_to(cfg: &crate::config::FluvioCfg) -> LogResult<Self> {
+        let config = FluvioClusterConfig::new(&cfg.endpoint);
+        let Some(tls) = &cfg.tls else {
+            return Self::connect_with(config).await;
+        };
+        #[cfg(feature = "fluvio-tls")]
+        {
+            let paths = fluvio::config::TlsPaths {
+                domain: tls.domain.clone(),
+                key: tls.key.clone(),
+                cert: tls.cert.clone(),
+                ca_cert: tls.ca_cert.clone(),
+            };
+            Self::connect_with(config.with_tls(paths)).await
+        }
+        #[cfg(not(feature = "fluvio-tls"))]
+        {
+            let _ = (config, tls);
+            Err(LogError(format!(
+                "[fluvio.tls] for {}: this odoo-cdc was built without TLS to Fluvio; build it with `--features fluvio-tls`",
+                cfg.endpoint
+            )))
+        }
+    }
+
+    async fn connect_with(config: FluvioClusterConfig) -> LogResult<Self> {
+        let endpoint = config.endpoint.clone();
         let fluvio = Fluvio::connect_with_config(&config)
             .await
             .map_err(|e| err(&format!("cannot connect to {endpoint}"), e))?;
