@@ -112,6 +112,109 @@ mod on_fluvio {
         }
         assert_eq!(committed, Some(n as i64 - 1));
     }
+
+    /// Over TLS (`[fluvio.tls]`, an odoo-cdc built with `--features fluvio-tls`), against a
+    /// cluster whose SC and SPU require client certificates: records written through the
+    /// config's TLS settings come back through a subscription, and the consumer's offset is
+    /// committed. Gated on `ODOO_CDC_FLUVIO_TLS_ENDPOINT` and `ODOO_CDC_FLUVIO_TLS_DIR` (with
+    /// `ca.pem`, `client.pem`, `client.key`, the server's certificate for `fluvio.local`).
+    #[cfg(feature = "fluvio-tls")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_tls_records_go_round_trip_and_offsets_commit() {
+        let (Ok(endpoint), Ok(dir)) = (
+            std::env::var("ODOO_CDC_FLUVIO_TLS_ENDPOINT"),
+            std::env::var("ODOO_CDC_FLUVIO_TLS_DIR"),
+        ) else {
+            eprintln!("skipped: set ODOO_CDC_FLUVIO_TLS_ENDPOINT and ODOO_CDC_FLUVIO_TLS_DIR to a TLS cluster and its certificates");
+            return;
+        };
+        let dir = std::path::Path::new(&dir);
+        let cfg = pipeline::config::FluvioCfg {
+            endpoint: endpoint.clone(),
+            topic_prefix: "odoo-cdc".into(),
+            partitions: 1,
+            consumer_prefix: "odoo-cdc".into(),
+            tls: Some(pipeline::config::FluvioTls {
+                domain: "fluvio.local".into(),
+                ca_cert: dir.join("ca.pem"),
+                cert: dir.join("client.pem"),
+                key: dir.join("client.key"),
+            }),
+        };
+        // Plaintext to a TLS endpoint gets nowhere.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), FluvioLog::connect(&endpoint))
+                .await
+                .map_or(true, |r| r.is_err()),
+            "a plaintext client must not reach a TLS cluster"
+        );
+        let log = FluvioLog::connect_to(&cfg).await.unwrap();
+        let topic = format!("tls-{}", std::process::id());
+        assert_eq!(log.ensure_topic(&topic, 1).await.unwrap(), 1);
+        let n = 50u64;
+        let records: Vec<(u32, Vec<u8>)> = (1..=n)
+            .map(|i| {
+                let r = LogRecord::Event {
+                    lsn: i,
+                    seq: 0,
+                    key: format!("SKU-{i}@WH"),
+                    last: true,
+                    event: Box::new(Sourced {
+                        event: RetailEvent::SellableChanged {
+                            sku: format!("SKU-{i}"),
+                            warehouse: "WH".into(),
+                            qty: rust_decimal::Decimal::from(i),
+                        },
+                        source_commit_lsn: i,
+                        committed_us: 0,
+                    }),
+                };
+                (0, r.encode())
+            })
+            .collect();
+        log.append(&topic, records).await.unwrap();
+        let metrics = pipeline::runtime::stats::Metrics::default();
+        let stats = Arc::new(pipeline::runtime::SinkStats::new(&metrics, "tls"));
+        let log: Arc<dyn Log> = Arc::new(log);
+        let mut sub = LogSubscription::start(
+            log.clone(),
+            Subscribe {
+                topic: topic.clone(),
+                consumer: format!("{topic}-reader"),
+                partitions: vec![0],
+                read_ahead: 64,
+            },
+            stats,
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .await;
+        let mut got = Vec::new();
+        while (got.len() as u64) < n {
+            match tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("the records come over TLS")
+                .expect("the subscription lives")
+            {
+                Item::Event(s, _) => got.push(s.source_commit_lsn),
+                Item::Commit(lsn) => sub.delivered(lsn),
+            }
+        }
+        assert_eq!(got, (1..=n).collect::<Vec<_>>());
+        sub.delivered(cdc::Lsn(n));
+        let mut committed = None;
+        for _ in 0..100 {
+            committed = log
+                .committed(&topic, 0, &format!("{topic}-reader"))
+                .await
+                .unwrap();
+            if committed == Some(n as i64 - 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(committed, Some(n as i64 - 1));
+        eprintln!("over TLS to {endpoint}: {n} records written, read back in order, offset {committed:?} committed");
+    }
 }
 
 #[cfg(not(feature = "fluvio"))]
