@@ -60,44 +60,12 @@ enum Scenario {
         connections: usize,
     },
     /// The peak-season profile in real time through odoo-cdc run into the emulators.
-    Peak {
-        /// Minutes of the profile (real time).
-        #[arg(long, default_value_t = 2.0)]
-        minutes: f64,
-        /// Normal order rate (orders per second); the peak is 10x.
-        #[arg(long, default_value_t = 1.0)]
-        base_rate: f64,
-        /// Shopify GraphQL points restored per second (the bucket holds 10 s of them); 1,000 is
-        /// Shopify Plus, 50 the standard plan.
-        #[arg(long, default_value_t = 1000.0)]
-        shopify_restore_rate: f64,
-        /// The Shopify sink's write interval (`sinks.shopify.write_interval_ms`).
-        #[arg(long, default_value_t = 250)]
-        shopify_write_interval_ms: u64,
-        /// Safety stock of each of the five flash-sale SKUs (`sinks.shopify.safety_stock_by_sku`):
-        /// units Shopify does not offer, so that a sale Odoo takes while a storefront sale's
-        /// webhook is still on its way cannot leave the storefront order without stock.
-        #[arg(long, default_value_t = 3)]
-        hot_safety_stock: i64,
-    },
+    Peak(PeakArgs),
     /// The peak profile by one process, then by one reader and two workers on a Fluvio
     /// cluster (builds odoo-cdc with `--features fluvio`); each figure side by side.
     ScaleOut {
-        /// Minutes of the profile per run (real time).
-        #[arg(long, default_value_t = 2.0)]
-        minutes: f64,
-        /// Normal order rate (orders per second); the peak is 10x.
-        #[arg(long, default_value_t = 1.0)]
-        base_rate: f64,
-        /// Shopify GraphQL points restored per second.
-        #[arg(long, default_value_t = 1000.0)]
-        shopify_restore_rate: f64,
-        /// The Shopify sink's write interval.
-        #[arg(long, default_value_t = 250)]
-        shopify_write_interval_ms: u64,
-        /// Safety stock of each of the five flash-sale SKUs.
-        #[arg(long, default_value_t = 3)]
-        hot_safety_stock: i64,
+        #[command(flatten)]
+        peak: PeakArgs,
         /// The Fluvio cluster's public endpoint (its SC).
         #[arg(long, env = "ODOO_CDC_FLUVIO_ENDPOINT")]
         fluvio_endpoint: Option<String>,
@@ -228,6 +196,41 @@ fn measure_child(argv: &[String]) -> Result<()> {
         cpu(usage.user_time()) + cpu(usage.system_time())
     );
     Ok(())
+}
+
+/// The peak profile's settings (`peak`, and both runs of `scale-out`).
+#[derive(clap::Args)]
+struct PeakArgs {
+    /// Minutes of the profile (real time).
+    #[arg(long, default_value_t = 2.0)]
+    minutes: f64,
+    /// Normal order rate (orders per second); the peak is 10x.
+    #[arg(long, default_value_t = 1.0)]
+    base_rate: f64,
+    /// Shopify GraphQL points restored per second (the bucket holds 10 s of them); 1,000 is
+    /// Shopify Plus, 50 the standard plan.
+    #[arg(long, default_value_t = 1000.0)]
+    shopify_restore_rate: f64,
+    /// The Shopify sink's write interval (`sinks.shopify.write_interval_ms`).
+    #[arg(long, default_value_t = 250)]
+    shopify_write_interval_ms: u64,
+    /// Safety stock of each of the five flash-sale SKUs (`sinks.shopify.safety_stock_by_sku`):
+    /// units Shopify does not offer, so that a sale Odoo takes while a storefront sale's
+    /// webhook is still on its way cannot leave the storefront order without stock.
+    #[arg(long, default_value_t = 3)]
+    hot_safety_stock: i64,
+}
+
+impl PeakArgs {
+    fn params(&self) -> peak::Params {
+        peak::Params {
+            minutes: self.minutes,
+            base_rate: self.base_rate,
+            restore_rate: self.shopify_restore_rate,
+            hot_safety_stock: self.hot_safety_stock,
+            write_interval_ms: self.shopify_write_interval_ms,
+        }
+    }
 }
 
 /// The release odoo-cdc, built with `features` (none: the default build).
@@ -579,40 +582,15 @@ fn main() -> Result<()> {
             base_rate,
             connections,
         } => workload(minutes, base_rate, connections),
-        Scenario::Peak {
-            minutes,
-            base_rate,
-            shopify_restore_rate,
-            shopify_write_interval_ms,
-            hot_safety_stock,
-        } => peak::run(&peak::Params {
-            minutes,
-            base_rate,
-            restore_rate: shopify_restore_rate,
-            hot_safety_stock,
-            write_interval_ms: shopify_write_interval_ms,
-        }),
+        Scenario::Peak(peak) => peak::run(&peak.params()),
         Scenario::ScaleOut {
-            minutes,
-            base_rate,
-            shopify_restore_rate,
-            shopify_write_interval_ms,
-            hot_safety_stock,
+            peak,
             fluvio_endpoint,
         } => {
             let Some(endpoint) = fluvio_endpoint else {
                 bail!("scale-out needs a Fluvio cluster: --fluvio-endpoint host:port or ODOO_CDC_FLUVIO_ENDPOINT (pipeline/docs/scale-out.md says how to start one)");
             };
-            scaleout::run(
-                &peak::Params {
-                    minutes,
-                    base_rate,
-                    restore_rate: shopify_restore_rate,
-                    hot_safety_stock,
-                    write_interval_ms: shopify_write_interval_ms,
-                },
-                &endpoint,
-            )
+            scaleout::run(&peak.params(), &endpoint)
         }
         Scenario::Saturate {
             base_rate,

@@ -23,54 +23,35 @@ mod on_fluvio {
         e
     }
 
-    /// More than 10 MB of backlog in one partition, read with fluvio 0.50.1's default fetch
-    /// size by a consumer that starts at the beginning: every record arrives, in order, once
-    /// (fluvio#4627: a fetch cut at `max_bytes` can skip records; the subscription re-opens
-    /// the stream at the first missing offset).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_backlog_of_more_than_10_mb_arrives_whole() {
-        let Some(endpoint) = endpoint() else { return };
-        let log = FluvioLog::connect(&endpoint).await.unwrap();
-        let topic = format!("backlog-{}", std::process::id());
-        assert_eq!(log.ensure_topic(&topic, 1).await.unwrap(), 1);
-        let pad = "x".repeat(1000);
-        let (mut bytes, mut n) = (0usize, 0u64);
-        let mut batch = Vec::new();
-        while bytes < 11 * 1024 * 1024 {
-            n += 1;
-            let r = LogRecord::Event {
-                lsn: n,
-                seq: 0,
-                key: pad.clone(),
-                last: true,
-                event: Box::new(Sourced {
-                    event: RetailEvent::SellableChanged {
-                        sku: format!("SKU-{n}"),
-                        warehouse: "WH".into(),
-                        qty: rust_decimal::Decimal::from(n),
-                    },
-                    source_commit_lsn: n,
-                    committed_us: 0,
-                }),
-            }
-            .encode();
-            bytes += r.len();
-            batch.push((0, r));
-            if batch.len() == 500 {
-                log.append(&topic, std::mem::take(&mut batch))
-                    .await
-                    .unwrap();
-            }
+    /// Record `n` of a test topic: a level change whose key is `key`.
+    fn record(n: u64, key: &str) -> Vec<u8> {
+        LogRecord::Event {
+            lsn: n,
+            seq: 0,
+            key: key.to_string(),
+            last: true,
+            event: Box::new(Sourced {
+                event: RetailEvent::SellableChanged {
+                    sku: format!("SKU-{n}"),
+                    warehouse: "WH".into(),
+                    qty: rust_decimal::Decimal::from(n),
+                },
+                source_commit_lsn: n,
+                committed_us: 0,
+            }),
         }
-        log.append(&topic, batch).await.unwrap();
-        let started = std::time::Instant::now();
+        .encode()
+    }
+
+    /// Reads `n` events of partition 0 of `topic` through a subscription as `{topic}-reader`,
+    /// delivering each commit as a worker does; their LSNs and the subscription.
+    async fn read_back(log: &Arc<dyn Log>, topic: &str, n: u64) -> (Vec<u64>, LogSubscription) {
         let metrics = pipeline::runtime::stats::Metrics::default();
-        let stats = Arc::new(pipeline::runtime::SinkStats::new(&metrics, "backlog"));
-        let log: Arc<dyn Log> = Arc::new(log);
+        let stats = Arc::new(pipeline::runtime::SinkStats::new(&metrics, "test"));
         let mut sub = LogSubscription::start(
             log.clone(),
             Subscribe {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 consumer: format!("{topic}-reader"),
                 partitions: vec![0],
                 read_ahead: 256,
@@ -90,19 +71,21 @@ mod on_fluvio {
                 Item::Commit(lsn) => sub.delivered(lsn),
             }
         }
-        eprintln!(
-            "{n} records ({:.1} MB) read in {:.1} s; holes mended: {}",
-            bytes as f64 / 1e6,
-            started.elapsed().as_secs_f64(),
-            sub.counters.holes.load(Ordering::SeqCst)
-        );
-        assert_eq!(got, (1..=n).collect::<Vec<_>>());
-        // The consumer's offset follows delivery.
+        (got, sub)
+    }
+
+    /// Once everything is delivered, the consumer's committed offset is the last record's.
+    async fn assert_commits_through(
+        log: &Arc<dyn Log>,
+        topic: &str,
+        sub: &mut LogSubscription,
+        n: u64,
+    ) {
         sub.delivered(cdc::Lsn(n));
         let mut committed = None;
         for _ in 0..100 {
             committed = log
-                .committed(&topic, 0, &format!("{topic}-reader"))
+                .committed(topic, 0, &format!("{topic}-reader"))
                 .await
                 .unwrap();
             if committed == Some(n as i64 - 1) {
@@ -111,6 +94,45 @@ mod on_fluvio {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(committed, Some(n as i64 - 1));
+    }
+
+    /// More than 10 MB of backlog in one partition, read with fluvio 0.50.1's default fetch
+    /// size by a consumer that starts at the beginning: every record arrives, in order, once
+    /// (fluvio#4627: a fetch cut at `max_bytes` can skip records; the subscription re-opens
+    /// the stream at the first missing offset).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_of_more_than_10_mb_arrives_whole() {
+        let Some(endpoint) = endpoint() else { return };
+        let log = FluvioLog::connect(&endpoint).await.unwrap();
+        let topic = format!("backlog-{}", std::process::id());
+        assert_eq!(log.ensure_topic(&topic, 1).await.unwrap(), 1);
+        let pad = "x".repeat(1000);
+        let (mut bytes, mut n) = (0usize, 0u64);
+        let mut batch = Vec::new();
+        while bytes < 11 * 1024 * 1024 {
+            n += 1;
+            let r = record(n, &pad);
+            bytes += r.len();
+            batch.push((0, r));
+            if batch.len() == 500 {
+                log.append(&topic, std::mem::take(&mut batch))
+                    .await
+                    .unwrap();
+            }
+        }
+        log.append(&topic, batch).await.unwrap();
+        let started = std::time::Instant::now();
+        let log: Arc<dyn Log> = Arc::new(log);
+        let (got, mut sub) = read_back(&log, &topic, n).await;
+        eprintln!(
+            "{n} records ({:.1} MB) read in {:.1} s; holes mended: {}",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            sub.counters.holes.load(Ordering::SeqCst)
+        );
+        assert_eq!(got, (1..=n).collect::<Vec<_>>());
+        // The consumer's offset follows delivery.
+        assert_commits_through(&log, &topic, &mut sub, n).await;
     }
 
     /// Over TLS (`[fluvio.tls]`, an odoo-cdc built with `--features fluvio-tls`), against a
@@ -152,68 +174,15 @@ mod on_fluvio {
         let topic = format!("tls-{}", std::process::id());
         assert_eq!(log.ensure_topic(&topic, 1).await.unwrap(), 1);
         let n = 50u64;
-        let records: Vec<(u32, Vec<u8>)> = (1..=n)
-            .map(|i| {
-                let r = LogRecord::Event {
-                    lsn: i,
-                    seq: 0,
-                    key: format!("SKU-{i}@WH"),
-                    last: true,
-                    event: Box::new(Sourced {
-                        event: RetailEvent::SellableChanged {
-                            sku: format!("SKU-{i}"),
-                            warehouse: "WH".into(),
-                            qty: rust_decimal::Decimal::from(i),
-                        },
-                        source_commit_lsn: i,
-                        committed_us: 0,
-                    }),
-                };
-                (0, r.encode())
-            })
-            .collect();
-        log.append(&topic, records).await.unwrap();
-        let metrics = pipeline::runtime::stats::Metrics::default();
-        let stats = Arc::new(pipeline::runtime::SinkStats::new(&metrics, "tls"));
+        let records = (1..=n).map(|i| (0, record(i, &format!("SKU-{i}@WH"))));
+        log.append(&topic, records.collect()).await.unwrap();
         let log: Arc<dyn Log> = Arc::new(log);
-        let mut sub = LogSubscription::start(
-            log.clone(),
-            Subscribe {
-                topic: topic.clone(),
-                consumer: format!("{topic}-reader"),
-                partitions: vec![0],
-                read_ahead: 64,
-            },
-            stats,
-            Arc::new(tokio::sync::Notify::new()),
-        )
-        .await;
-        let mut got = Vec::new();
-        while (got.len() as u64) < n {
-            match tokio::time::timeout(Duration::from_secs(30), sub.next())
-                .await
-                .expect("the records come over TLS")
-                .expect("the subscription lives")
-            {
-                Item::Event(s, _) => got.push(s.source_commit_lsn),
-                Item::Commit(lsn) => sub.delivered(lsn),
-            }
-        }
+        let (got, mut sub) = read_back(&log, &topic, n).await;
         assert_eq!(got, (1..=n).collect::<Vec<_>>());
-        sub.delivered(cdc::Lsn(n));
-        let mut committed = None;
-        for _ in 0..100 {
-            committed = log
-                .committed(&topic, 0, &format!("{topic}-reader"))
-                .await
-                .unwrap();
-            if committed == Some(n as i64 - 1) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(committed, Some(n as i64 - 1));
-        eprintln!("over TLS to {endpoint}: {n} records written, read back in order, offset {committed:?} committed");
+        assert_commits_through(&log, &topic, &mut sub, n).await;
+        eprintln!(
+            "over TLS to {endpoint}: {n} records written, read back in order, the offset committed"
+        );
     }
 }
 
