@@ -111,6 +111,30 @@ fn demo_scaled_out_on_fluvio_runs_the_same_day_and_everything_matches() {
         assert!(delivered > 0, "{row}");
     }
     assert!(!stderr.contains("could not delete topic"), "{stderr}");
+    // The run's topics are gone from the cluster.
+    let prefix = stderr
+        .split("a reader into topics ")
+        .nth(1)
+        .and_then(|r| r.split("-*").next())
+        .expect("the demo names its topics");
+    let dir = odoo_cdc_tests::scratch_dir();
+    let cfg = dir.join("status.toml");
+    std::fs::write(
+        &cfg,
+        format!("[source]\nurl = \"postgres://odoo_cdc@127.0.0.1:1/odoo\"\n\n[fluvio]\nendpoint = \"{endpoint}\"\ntopic_prefix = \"{prefix}\"\n"),
+    )
+    .unwrap();
+    let status = odoo_cdc(&["fluvio", "status", "--config", cfg.to_str().unwrap()]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{listed}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        !listed.contains(prefix),
+        "the demo's topics are still there:\n{listed}"
+    );
 }
 
 /// A newcomer without npm or the registry: the schema cannot be fetched, the emulator says so in

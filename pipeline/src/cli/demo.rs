@@ -55,27 +55,32 @@ pub async fn run(
     scale_out: Option<String>,
 ) -> Result<bool> {
     let summary = std::sync::Arc::new(std::sync::Mutex::new(None));
-    tokio::select! {
-        r = run_inner(duration, keep_running, scale_out, summary.clone()) => r,
-        () = crate::cli::run::stop_signal() => {
-            eprintln!("demo: stopped; removing its PostgreSQL and emulators");
-            Ok(summary.lock().ok().and_then(|g| *g).unwrap_or(false))
-        }
-    }
-}
-
-async fn run_inner(
-    duration: Duration,
-    keep_running: bool,
-    scale_out: Option<String>,
-    summary: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
-) -> Result<bool> {
-    let say = |m: &str| eprintln!("demo: {m}");
     // Scaled out, the cluster must answer before anything starts.
     let cluster_log = match &scale_out {
         Some(endpoint) => Some(ScaleOut::connect(endpoint).await?),
         None => None,
     };
+    let r = tokio::select! {
+        r = run_inner(duration, keep_running, cluster_log.as_ref(), summary.clone()) => r,
+        () = crate::cli::run::stop_signal() => {
+            eprintln!("demo: stopped; removing its PostgreSQL and emulators");
+            Ok(summary.lock().ok().and_then(|g| *g).unwrap_or(false))
+        }
+    };
+    // Its topics go on every way out, as its PostgreSQL does.
+    if let Some(s) = &cluster_log {
+        s.remove_topics().await;
+    }
+    r
+}
+
+async fn run_inner(
+    duration: Duration,
+    keep_running: bool,
+    cluster_log: Option<&ScaleOut>,
+    summary: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+) -> Result<bool> {
+    let say = |m: &str| eprintln!("demo: {m}");
     say("starting a throwaway PostgreSQL (initdb, wal_level=logical)");
     let cluster = tokio::task::spawn_blocking(TempCluster::start).await??;
     let admin = cluster.superuser_client("odoo").await?;
@@ -209,7 +214,7 @@ async fn run_inner(
         &acct_cfg,
         &ui_token,
     )?;
-    if let Some(s) = &cluster_log {
+    if let Some(s) = cluster_log {
         demo_cfg.fluvio = Some(s.section.clone());
     }
 
@@ -241,7 +246,7 @@ async fn run_inner(
         resync_since: None,
     };
     let sinks = crate::cli::run::build_sinks(&demo_cfg, &state_db).await?;
-    let (runner, deployment) = match &cluster_log {
+    let (runner, deployment) = match cluster_log {
         None => {
             let sinks = sinks.into_runtime(&shared);
             let runner = {
@@ -708,9 +713,6 @@ async fn run_inner(
     let _ = stop_tx.send(());
     let _ = runner.await;
     deployment.stop().await;
-    if let Some(s) = &cluster_log {
-        s.remove_topics().await;
-    }
     Ok(ok)
 }
 
