@@ -458,15 +458,32 @@ fn line(id: u64, sku: &str, qty: i64, price: &str, discount: &str, taxes: Value)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_back_and_cdc_against_a_real_odoo_18() {
     let Some(r) = connect().await else { return };
-    scenario(&r).await;
+    scenario(&r, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_scenario_against_the_odoo_emulator() {
-    scenario(&emulated().await).await;
+    scenario(&emulated().await, None).await;
 }
 
-async fn scenario(r: &Real) {
+/// The same against the real Odoo scaled out: the reader (slot and webhooks) and a WMS worker
+/// on a Fluvio cluster (`ODOO_CDC_FLUVIO_ENDPOINT`, the tests built with `--features fluvio`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_and_cdc_against_a_real_odoo_18_scaled_out_on_fluvio() {
+    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
+        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT (and ODOO_CDC_REAL_ODOO) to run the real-Odoo scenario scaled out");
+        return;
+    };
+    if !cfg!(feature = "fluvio") {
+        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
+    }
+    let Some(r) = connect().await else { return };
+    scenario(&r, Some(&endpoint)).await;
+}
+
+/// The scenario on one `odoo-cdc run`, or (`fluvio`: a cluster's endpoint) on a reader and a
+/// worker for the WMS.
+async fn scenario(r: &Real, fluvio: Option<&str>) {
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -528,8 +545,15 @@ async fn scenario(r: &Real) {
              [odoo]\nurl = \"{}\"\ndatabase = \"{}\"\nlogin = \"{}\"\ndefault_customer = \"Shopify POS customer\"\n\n\
              [webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\nshop_domain = \"{SHOP}\"\n\n\
              [wms]\nbackorder = \"create\"\n\n\
-             [sinks.wms]\nbase_url = \"{}\"\n",
-            r.pg_url, r.url, r.db, r.login, wms.url()
+             [sinks.wms]\nbase_url = \"{}\"\n{}",
+            r.pg_url,
+            r.url,
+            r.db,
+            r.login,
+            wms.url(),
+            fluvio.map_or_else(String::new, |e| format!(
+                "\n[fluvio]\nendpoint = \"{e}\"\ntopic_prefix = \"real-{run}\"\npartitions = 4\n"
+            ))
         ),
     )
     .unwrap();
@@ -548,19 +572,45 @@ async fn scenario(r: &Real) {
     .await
     .unwrap();
     let log = dir.join("run.log");
-    let _child = Running(
-        Command::new(odoo_cdc_bin())
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("ODOO_CDC_ODOO_API_KEY", &r.key)
-            .env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", SECRET)
-            .env("ODOO_CDC_WMS_API_KEY", "wms-key")
-            .env("ODOO_CDC_WMS_WEBHOOK_SECRET", WMS_SECRET)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let spawn = |config: &std::path::Path, role: &[&str]| {
+        Running(
+            Command::new(odoo_cdc_bin())
+                .args(["run", "--config", config.to_str().unwrap()])
+                .args(role)
+                .env("ODOO_CDC_ODOO_API_KEY", &r.key)
+                .env("ODOO_CDC_SHOPIFY_WEBHOOK_SECRET", SECRET)
+                .env("ODOO_CDC_WMS_API_KEY", "wms-key")
+                .env("ODOO_CDC_WMS_WEBHOOK_SECRET", WMS_SECRET)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .unwrap(),
+                )
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut _child = Vec::new();
+    if fluvio.is_some() {
+        // The worker's own metrics port: the reader's is the one read below.
+        let worker = dir.join("worker.toml");
+        std::fs::write(
+            &worker,
+            std::fs::read_to_string(&config).unwrap().replace(
+                &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
+                "metrics_listen = \"127.0.0.1:0\"",
+            ),
+        )
+        .unwrap();
+        _child.push(spawn(&config, &["--role", "reader"]));
+        _child.push(spawn(&worker, &["--role", "worker", "--sinks", "wms"]));
+    } else {
+        _child.push(spawn(&config, &[]));
+    }
     until("the webhook receiver", &log, || {
         std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok()
     })
