@@ -541,8 +541,11 @@ impl Subscription for LogSubscription {
 /// How long a partition may yield nothing before its end offset is compared with what arrived.
 const QUIET_CHECK: Duration = Duration::from_secs(1);
 
-/// Offsets are committed at most this often (and once more when the partition goes quiet).
-const COMMIT_EVERY: Duration = Duration::from_millis(250);
+/// Offsets are committed at most this often (and once more when the partition goes quiet). A
+/// commit opens a stream of its own on Fluvio (see `commit_at`), so under load every partition
+/// pays one a period: once a second keeps that cost small, and what a crash makes a worker
+/// deliver again (idempotently) is at most a second's records.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Reads one partition into `tx` until the subscription is gone: opened from the consumer's
 /// committed offset, opened again at the first missing offset after a hole or an error, and
