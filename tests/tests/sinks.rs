@@ -142,6 +142,87 @@ fn account_map() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A token store whose first read is from before another process rotated the token (as when
+/// two workers refresh at once); later reads are the shared store's.
+struct ReadBeforeRotation {
+    stale: std::sync::Mutex<Option<String>>,
+    shared: Arc<MemoryTokens>,
+}
+
+impl sinks::accounting::TokenStore for ReadBeforeRotation {
+    fn load(&self) -> futures_util::future::BoxFuture<'_, Result<Option<String>, String>> {
+        let stale = self.stale.lock().unwrap().take();
+        Box::pin(async move {
+            match stale {
+                Some(t) => Ok(Some(t)),
+                None => self.shared.load().await,
+            }
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        self.shared.save(token)
+    }
+}
+
+/// Two odoo-cdc processes share the rolling refresh token: the one that read it just before
+/// the other rotated it is refused (`invalid_grant`), reads the store again and refreshes with
+/// the newest; nothing is dead-lettered for it. A grant that is really gone still fails, once.
+#[tokio::test]
+async fn a_refresh_token_rotated_by_another_process_is_read_again_not_dead_lettered() {
+    use sinks::accounting::TokenStore;
+    let emu_cfg = EmuCfg::default();
+    let emu = AccountingEmulator::start(emu_cfg.clone(), 0).await.unwrap();
+    let shared = Arc::new(MemoryTokens::with(&emu_cfg.refresh_token));
+    let cfg = AccountingConfig {
+        base_url: emu.url(),
+        realm_id: emu_cfg.realm_id.clone(),
+        client_id: emu_cfg.client_id.clone(),
+        client_secret: emu_cfg.client_secret.clone(),
+        account_map: account_map(),
+        mode: Mode::RealTime,
+        timeout: Duration::from_secs(5),
+    };
+    let sink = |store: Box<dyn TokenStore>| {
+        AccountingSink::new(
+            AccountingClient::new(cfg.clone(), store).unwrap(),
+            account_map(),
+            Mode::RealTime,
+        )
+    };
+    // Worker B reads the token; worker A refreshes first and rotates it.
+    let mut b = sink(Box::new(ReadBeforeRotation {
+        stale: std::sync::Mutex::new(Some(emu_cfg.refresh_token.clone())),
+        shared: shared.clone(),
+    }));
+    let mut a = sink(Box::new(shared.clone()));
+    a.deliver(&entry(1, "400000")).await.unwrap();
+    assert_ne!(shared.current().unwrap(), emu_cfg.refresh_token, "rotated");
+    b.deliver(&entry(2, "400000")).await.unwrap();
+    assert_eq!(emu.entries().len(), 2);
+    assert_eq!(
+        shared.current().unwrap(),
+        emu.refresh_token(),
+        "the newest is kept"
+    );
+    // A keeps its access token: it books without refreshing again.
+    a.deliver(&entry(3, "400000")).await.unwrap();
+    assert_eq!(emu.entries().len(), 3);
+
+    // Revoked: the store holds nothing newer, and the refusal is permanent.
+    let revoked = Arc::new(MemoryTokens::with("revoked-by-the-user"));
+    let mut c = sink(Box::new(revoked));
+    let err = c.deliver(&entry(4, "400000")).await.unwrap_err();
+    assert!(
+        !err.is_transient() && err.message.contains("invalid_grant"),
+        "{err}"
+    );
+    assert_eq!(emu.entries().len(), 3);
+}
+
 #[tokio::test]
 async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
     let emu_cfg = EmuCfg {

@@ -111,26 +111,49 @@ impl AccountingClient {
                     )
                 })?,
         };
-        let resp = self
-            .http
-            .post(format!("{}/oauth2/v1/tokens/bearer", self.cfg.base_url))
-            .basic_auth(&self.cfg.client_id, Some(&self.cfg.client_secret))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("grant_type=refresh_token&refresh_token={refresh}"))
-            .send()
-            .await
-            .map_err(|e| from_transport("token refresh", e))?;
-        let status = resp.status().as_u16();
-        let retry = crate::retry_after(&resp);
-        let text = resp.text().await.unwrap_or_default();
-        if status != 200 {
+        let mut refresh = refresh;
+        let mut rotated_elsewhere = 0;
+        let text = loop {
+            let resp = self
+                .http
+                .post(format!("{}/oauth2/v1/tokens/bearer", self.cfg.base_url))
+                .basic_auth(&self.cfg.client_id, Some(&self.cfg.client_secret))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("grant_type=refresh_token&refresh_token={refresh}"))
+                .send()
+                .await
+                .map_err(|e| from_transport("token refresh", e))?;
+            let status = resp.status().as_u16();
+            let retry = crate::retry_after(&resp);
+            let text = resp.text().await.unwrap_or_default();
+            if status == 200 {
+                break text;
+            }
+            // Every odoo-cdc process of a deployment (scaled-out workers, the workbench's
+            // and reconciliation's lookups) refreshes from the one stored token: one that
+            // loaded it just before another rotated it is refused. The store then holds the
+            // newer one; refused with that too, the grant itself is gone.
+            if status == 400
+                && text.contains("invalid_grant")
+                && self.unsaved.is_none()
+                && rotated_elsewhere < 3
+            {
+                if let Ok(Some(latest)) = self.tokens.load().await {
+                    if latest != refresh {
+                        tracing::info!("the accounting refresh token was rotated by another odoo-cdc process; refreshing with the newest");
+                        refresh = latest;
+                        rotated_elsewhere += 1;
+                        continue;
+                    }
+                }
+            }
             return Err(from_response(
                 "token refresh",
                 status,
                 retry.as_deref(),
                 &text,
             ));
-        }
+        };
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| SinkError::transient(format!("token refresh: bad answer: {e}")))?;
         let access = v["access_token"]
