@@ -42,6 +42,20 @@ pub fn odoo_cdc_bin() -> PathBuf {
     .clone()
 }
 
+/// The Fluvio cluster of the gated tests (`ODOO_CDC_FLUVIO_ENDPOINT`), None (and said) when
+/// none is set; set without the tests built with `--features fluvio`, a failure, so that a run
+/// meant to use the cluster never passes without it.
+pub fn fluvio_endpoint() -> Option<String> {
+    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
+        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+        return None;
+    };
+    if !cfg!(feature = "fluvio") {
+        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
+    }
+    Some(endpoint)
+}
+
 /// Runs `odoo-cdc` with arguments to completion.
 pub fn odoo_cdc(args: &[&str]) -> Output {
     odoo_cdc_env(args, &[])

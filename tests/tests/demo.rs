@@ -71,13 +71,9 @@ fn demo_scale_out_says_what_it_needs_before_starting_anything() {
 /// without one. Its topics are deleted afterwards.
 #[test]
 fn demo_scaled_out_on_fluvio_runs_the_same_day_and_everything_matches() {
-    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
-        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+    let Some(endpoint) = odoo_cdc_tests::fluvio_endpoint() else {
         return;
     };
-    if !cfg!(feature = "fluvio") {
-        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
-    }
     let out = odoo_cdc(&[
         "demo",
         "--duration",

@@ -13,16 +13,6 @@ mod on_fluvio {
     use pipeline::runtime::transport::{Item, Subscription};
     use transforms::{RetailEvent, Sourced};
 
-    fn endpoint() -> Option<String> {
-        let e = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT").ok();
-        if e.is_none() {
-            eprintln!(
-                "skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster's public endpoint"
-            );
-        }
-        e
-    }
-
     /// Record `n` of a test topic: a level change whose key is `key`.
     fn record(n: u64, key: &str) -> Vec<u8> {
         LogRecord::Event {
@@ -102,7 +92,9 @@ mod on_fluvio {
     /// the stream at the first missing offset).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_backlog_of_more_than_10_mb_arrives_whole() {
-        let Some(endpoint) = endpoint() else { return };
+        let Some(endpoint) = odoo_cdc_tests::fluvio_endpoint() else {
+            return;
+        };
         let log = FluvioLog::connect(&endpoint).await.unwrap();
         let topic = format!("backlog-{}", std::process::id());
         assert_eq!(log.ensure_topic(&topic, 1).await.unwrap(), 1);

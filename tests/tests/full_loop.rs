@@ -25,13 +25,9 @@ async fn racing_storefront_sales_never_oversell_and_shopify_converges_to_odoo() 
 /// follows the inbox through the state database; skipped, and said, without a cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_out_on_fluvio_racing_storefront_sales_never_oversell() {
-    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
-        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+    let Some(endpoint) = odoo_cdc_tests::fluvio_endpoint() else {
         return;
     };
-    if !cfg!(feature = "fluvio") {
-        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
-    }
     race(
         &[
             &["--role", "reader"],

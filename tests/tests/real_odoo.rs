@@ -470,13 +470,9 @@ async fn the_same_scenario_against_the_odoo_emulator() {
 /// on a Fluvio cluster (`ODOO_CDC_FLUVIO_ENDPOINT`, the tests built with `--features fluvio`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_back_and_cdc_against_a_real_odoo_18_scaled_out_on_fluvio() {
-    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
-        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT (and ODOO_CDC_REAL_ODOO) to run the real-Odoo scenario scaled out");
+    let Some(endpoint) = odoo_cdc_tests::fluvio_endpoint() else {
         return;
     };
-    if !cfg!(feature = "fluvio") {
-        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
-    }
     let Some(r) = connect().await else { return };
     scenario(&r, Some(&endpoint)).await;
 }

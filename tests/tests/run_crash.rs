@@ -51,13 +51,9 @@ async fn sigkill_under_load_then_sigterm_leaves_every_system_matching_odoo() {
 /// an odoo-cdc built with `--features fluvio`); skipped, and said, without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_out_on_fluvio_sigkill_under_load_then_sigterm_leaves_every_system_matching_odoo() {
-    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
-        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+    let Some(endpoint) = odoo_cdc_tests::fluvio_endpoint() else {
         return;
     };
-    if !cfg!(feature = "fluvio") {
-        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
-    }
     crash_and_check(SCALED_OUT, Some(&endpoint), &[0, 1, 2]).await;
 }
 
@@ -67,13 +63,9 @@ async fn scaled_out_on_fluvio_sigkill_under_load_then_sigterm_leaves_every_syste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_out_on_fluvio_a_worker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
 ) {
-    let Ok(endpoint) = std::env::var("ODOO_CDC_FLUVIO_ENDPOINT") else {
-        eprintln!("skipped: set ODOO_CDC_FLUVIO_ENDPOINT to a Fluvio cluster (and build the tests with --features fluvio)");
+    let Some(endpoint) = odoo_cdc_tests::fluvio_endpoint() else {
         return;
     };
-    if !cfg!(feature = "fluvio") {
-        panic!("ODOO_CDC_FLUVIO_ENDPOINT is set: run with `cargo test -p odoo-cdc-tests --features fluvio`");
-    }
     crash_and_check(SCALED_OUT, Some(&endpoint), &[1]).await;
 }
 
