@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use fixtures::workload::{Profile, WorkloadConfig};
+use pipeline::cli::scale::TWO_WORKERS;
 use serde_json::json;
 
 use crate::rig::{
@@ -44,9 +45,6 @@ pub struct PeakRun {
     pub svg: String,
 }
 
-/// The workers of a scaled-out run: Shopify's sinks in one, the WMS and the books in the other.
-pub const WORKERS: [&[&str]; 2] = [&["shopify", "shopify_fulfillment"], &["wms", "accounting"]];
-
 /// Runs the scenario.
 pub fn run(p: &Params) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +61,7 @@ pub fn run(p: &Params) -> Result<()> {
 }
 
 /// One run of the profile: by one `odoo-cdc run` (`bin`, or the default build), or scaled out
-/// on the Fluvio cluster at `fluvio` (a reader and the [`WORKERS`]).
+/// on the Fluvio cluster at `fluvio` (a reader and the [`TWO_WORKERS`]).
 pub fn measure(
     rt: &tokio::runtime::Runtime,
     p: &Params,
@@ -109,7 +107,7 @@ pub fn measure(
     rig.bin = bin;
     let pids = match fluvio {
         None => vec![rig.start_cdc()?],
-        Some(endpoint) => rig.start_scaled_out(endpoint, &WORKERS)?,
+        Some(endpoint) => rig.start_scaled_out(endpoint, &TWO_WORKERS)?,
     };
     let bootstrap_secs = rig.wait_bootstrap(rt)?;
     let (cluster, admin, info, shopify) = (&rig.cluster, &rig.admin, &rig.info, &rig.shopify);
@@ -362,8 +360,8 @@ pub fn measure(
         "## peak: {minutes} minutes of the peak-season profile in real time (ramp to 10x, flash sales), with storefront sales written back{}\n",
         fluvio.map_or_else(String::new, |e| format!(
             "; scaled out on Fluvio ({e}): one reader, a worker for {} and one for {}",
-            WORKERS[0].join(" + "),
-            WORKERS[1].join(" + ")
+            TWO_WORKERS[0].join(" + "),
+            TWO_WORKERS[1].join(" + ")
         ))
     );
     out!(

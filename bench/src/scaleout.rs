@@ -10,9 +10,10 @@
 //! that binary too).
 
 use anyhow::Result;
+use pipeline::cli::scale::TWO_WORKERS;
 use serde_json::{json, Value};
 
-use crate::peak::{self, Params, WORKERS};
+use crate::peak::{self, Params};
 use crate::rig::{svg_shared, write_results};
 
 /// Runs the scenario.
@@ -30,8 +31,8 @@ pub fn run(p: &Params, endpoint: &str) -> Result<()> {
     let single = peak::measure(&rt, p, Some(bin.clone()), None, &cmd)?;
     eprintln!(
         "scale-out: one reader and two workers ({} / {}) on Fluvio at {endpoint}",
-        WORKERS[0].join(","),
-        WORKERS[1].join(",")
+        TWO_WORKERS[0].join(","),
+        TWO_WORKERS[1].join(",")
     );
     let scaled = peak::measure(&rt, p, Some(bin), Some(endpoint), &cmd)?;
     let (a, b) = (&single.json, &scaled.json);
@@ -141,7 +142,7 @@ pub fn run(p: &Params, endpoint: &str) -> Result<()> {
     write_results(
         "scale-out",
         &json!({"scenario": "scale-out", "command": cmd, "single": a, "scaled_out": b,
-                "workers": WORKERS.iter().map(|w| w.join(",")).collect::<Vec<_>>()}),
+                "workers": TWO_WORKERS.iter().map(|w| w.join(",")).collect::<Vec<_>>()}),
         &chart,
     )
 }

@@ -23,6 +23,7 @@ use fixtures::TempCluster;
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use crate::cli::scale::TWO_WORKERS;
 use crate::runtime::{self, RunOptions, Shared};
 
 /// Parses `30s`, `2m`, `1h` or plain seconds.
@@ -280,8 +281,8 @@ async fn run_inner(
                 "scaled out on Fluvio at {}: a reader into topics {}-*, a worker for {} and one for {}",
                 s.section.endpoint,
                 s.section.topic_prefix,
-                WORKERS[0].join(" + "),
-                WORKERS[1].join(" + ")
+                TWO_WORKERS[0].join(" + "),
+                TWO_WORKERS[1].join(" + ")
             ));
             (runner, deployment)
         }
@@ -716,10 +717,6 @@ async fn run_inner(
     Ok(ok)
 }
 
-/// The two workers of the scaled-out demo: Shopify's sinks in one, the WMS and the books in
-/// the other.
-const WORKERS: [&[&str]; 2] = [&["shopify", "shopify_fulfillment"], &["wms", "accounting"]];
-
 /// The demo's Fluvio cluster: its log and the `[fluvio]` section of this run (topics and
 /// consumers named for it, so that nothing of an earlier run is read).
 struct ScaleOut {
@@ -769,7 +766,7 @@ impl ScaleOut {
     /// Deletes this run's topics.
     async fn remove_topics(&self) {
         #[cfg(feature = "fluvio")]
-        for name in WORKERS.iter().flat_map(|w| w.iter()) {
+        for name in TWO_WORKERS.iter().flat_map(|w| w.iter()) {
             let topic = crate::runtime::log::topic_of(&self.section.topic_prefix, name);
             if let Err(e) = self.fluvio.delete_topic(&topic).await {
                 eprintln!("demo: could not delete topic {topic}: {e}");
@@ -806,7 +803,7 @@ impl Deployment {
         scale: &ScaleOut,
         state: &Arc<crate::state::StateDb>,
     ) -> Self {
-        let workers = WORKERS
+        let workers = TWO_WORKERS
             .iter()
             .map(|sinks| {
                 let shared = Arc::new(Shared {

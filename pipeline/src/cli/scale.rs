@@ -134,6 +134,10 @@ impl Ownership {
     }
 }
 
+/// The two workers `odoo-cdc demo --scale-out` and the `scale-out` benchmark run: Shopify's
+/// sinks (inventory and fulfillments) in one, the WMS and the books in the other.
+pub const TWO_WORKERS: [&[&str]; 2] = [&["shopify", "shopify_fulfillment"], &["wms", "accounting"]];
+
 /// What one worker delivers: some of the configured sinks (all when empty), some partitions
 /// of their topics (all when None).
 #[derive(Debug, Clone, Default)]
