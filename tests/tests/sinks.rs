@@ -142,6 +142,19 @@ fn account_map() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The accounting client's settings for the emulator (real-time mode).
+fn client_config(emu: &AccountingEmulator, emu_cfg: &EmuCfg) -> AccountingConfig {
+    AccountingConfig {
+        base_url: emu.url(),
+        realm_id: emu_cfg.realm_id.clone(),
+        client_id: emu_cfg.client_id.clone(),
+        client_secret: emu_cfg.client_secret.clone(),
+        account_map: account_map(),
+        mode: Mode::RealTime,
+        timeout: Duration::from_secs(5),
+    }
+}
+
 /// A token store whose first read is from before another process rotated the token (as when
 /// two workers refresh at once); later reads are the shared store's.
 struct ReadBeforeRotation {
@@ -177,15 +190,7 @@ async fn a_refresh_token_rotated_by_another_process_is_read_again_not_dead_lette
     let emu_cfg = EmuCfg::default();
     let emu = AccountingEmulator::start(emu_cfg.clone(), 0).await.unwrap();
     let shared = Arc::new(MemoryTokens::with(&emu_cfg.refresh_token));
-    let cfg = AccountingConfig {
-        base_url: emu.url(),
-        realm_id: emu_cfg.realm_id.clone(),
-        client_id: emu_cfg.client_id.clone(),
-        client_secret: emu_cfg.client_secret.clone(),
-        account_map: account_map(),
-        mode: Mode::RealTime,
-        timeout: Duration::from_secs(5),
-    };
+    let cfg = client_config(&emu, &emu_cfg);
     let sink = |store: Box<dyn TokenStore>| {
         AccountingSink::new(
             AccountingClient::new(cfg.clone(), store).unwrap(),
@@ -231,15 +236,7 @@ async fn accounting_sink_books_once_refreshes_tokens_and_batches() {
     };
     let emu = AccountingEmulator::start(emu_cfg.clone(), 0).await.unwrap();
     let tokens = Arc::new(MemoryTokens::with(&emu_cfg.refresh_token));
-    let cfg = AccountingConfig {
-        base_url: emu.url(),
-        realm_id: emu_cfg.realm_id.clone(),
-        client_id: emu_cfg.client_id.clone(),
-        client_secret: emu_cfg.client_secret.clone(),
-        account_map: account_map(),
-        mode: Mode::RealTime,
-        timeout: Duration::from_secs(5),
-    };
+    let cfg = client_config(&emu, &emu_cfg);
     let mut sink = AccountingSink::new(
         AccountingClient::new(cfg.clone(), Box::new(tokens.clone())).unwrap(),
         account_map(),
